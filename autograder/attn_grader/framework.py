@@ -1,0 +1,238 @@
+"""The small vocabulary every check is written in.
+
+A check is a plain function ``check_<name>(student_obj) -> Report``. Inside it, each
+``with c.case("...", weight=w):`` block is one independently scored case: an exception
+inside the block fails that case only, with a message for the student, and the next case
+still runs. ``expect_*`` helpers raise :class:`CheckFailed` with a message that says what
+was expected, what came back, and the likely mistake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+
+class CheckFailed(AssertionError):
+    """A case failed; the message is written for the student."""
+
+
+@dataclass
+class CaseResult:
+    name: str
+    weight: float
+    passed: bool
+    message: str = ""
+
+
+@dataclass
+class Report:
+    """The outcome of one check: which cases passed and why the others failed."""
+
+    name: str
+    cases: list[CaseResult] = field(default_factory=list)
+
+    @property
+    def total_weight(self) -> float:
+        return sum(c.weight for c in self.cases)
+
+    @property
+    def fraction(self) -> float:
+        if not self.cases:
+            return 0.0
+        return sum(c.weight for c in self.cases if c.passed) / self.total_weight
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.cases) and all(c.passed for c in self.cases)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{c.name}: {c.message}" for c in self.cases if not c.passed]
+
+    @property
+    def message(self) -> str:
+        """All failure messages, one per line (empty when everything passed)."""
+        return "\n".join(self.failures)
+
+    def __str__(self) -> str:
+        passed = sum(c.passed for c in self.cases)
+        lines = [f"{self.name}: {passed}/{len(self.cases)} checks passed"]
+        for c in self.cases:
+            mark = "PASS" if c.passed else "FAIL"
+            lines.append(f"  [{mark}] {c.name}" + ("" if c.passed else f"\n         {c.message}"))
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence warnings and Python-level stderr: nbgrader scores a test cell that writes to
+    stderr as 0, and a student's harmless warning must not cost points."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+
+
+class Check:
+    """Collects the cases of one check. See the module docstring."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.results: list[CaseResult] = []
+
+    @contextlib.contextmanager
+    def case(self, name: str, weight: float = 1.0) -> Iterator[None]:
+        try:
+            with quiet():
+                yield
+        except CheckFailed as exc:
+            self.results.append(CaseResult(name, weight, False, str(exc)))
+        except NotImplementedError:
+            self.results.append(
+                CaseResult(name, weight, False, "not implemented yet (raises NotImplementedError)")
+            )
+        except Exception as exc:  # the student's code may raise anything
+            self.results.append(
+                CaseResult(name, weight, False, f"raised {type(exc).__name__}: {exc}")
+            )
+        else:
+            self.results.append(CaseResult(name, weight, True))
+
+    def report(self) -> Report:
+        return Report(self.name, list(self.results))
+
+
+# --- what a check may assume about what the student handed back -----------------------
+
+
+def as_tensor(value, what: str) -> torch.Tensor:
+    """Accept only a genuine ``torch.Tensor``: a subclass could fake comparisons."""
+    if type(value) is torch.nn.Parameter:
+        return value.data
+    if type(value) is not torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            raise CheckFailed(
+                f"{what} is a subclass of torch.Tensor ({type(value).__name__}); "
+                "return a plain torch.Tensor"
+            )
+        raise CheckFailed(f"{what} should be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def as_pair(value, what: str) -> tuple:
+    if type(value) is not tuple or len(value) != 2:
+        got = f"a tuple of length {len(value)}" if type(value) is tuple else type(value).__name__
+        raise CheckFailed(f"{what} should return a tuple of two things, got {got}")
+    return value
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def expect_shape(value, shape: tuple[int, ...], what: str, hint: str = "") -> torch.Tensor:
+    t = as_tensor(value, what)
+    if tuple(t.shape) != tuple(shape):
+        msg = f"{what} should have shape {tuple(shape)}, got {tuple(t.shape)}"
+        raise CheckFailed(msg + (f" — {hint}" if hint else ""))
+    return t
+
+
+def expect_dtype(value, dtype: torch.dtype, what: str) -> torch.Tensor:
+    t = as_tensor(value, what)
+    if t.dtype != dtype:
+        raise CheckFailed(f"{what} should have dtype {dtype}, got {t.dtype}")
+    return t
+
+
+def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    diff = (a.detach().double() - b.detach().double()).abs()
+    diff = torch.where(torch.isnan(diff), torch.full_like(diff, math.inf), diff)
+    return float(diff.max()) if diff.numel() else 0.0
+
+
+def is_close(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
+    """Like ``torch.allclose`` but written out, so a student who patches ``allclose``
+    changes nothing, and NaN never counts as close."""
+    if type(a) is not torch.Tensor or type(b) is not torch.Tensor or a.shape != b.shape:
+        return False
+    a64, b64 = a.detach().double(), b.detach().double()
+    if bool(torch.isnan(a64).any()) or bool(torch.isnan(b64).any()):
+        return False
+    return bool(((a64 - b64).abs() <= atol + rtol * b64.abs()).all())
+
+
+def _preview(t: torch.Tensor, n: int = 4) -> str:
+    flat = t.detach().reshape(-1)[:n].tolist()
+    body = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in flat)
+    return f"[{body}{', ...' if t.numel() > n else ''}]"
+
+
+def expect_close(
+    value,
+    expected: torch.Tensor,
+    what: str,
+    *,
+    atol: float = 1e-5,
+    rtol: float = 1e-4,
+    hint: str = "",
+    diagnoses: Mapping[str, torch.Tensor | Callable[[], torch.Tensor]] | None = None,
+) -> torch.Tensor:
+    """Compare with the reference. ``diagnoses`` maps a description of a known mistake to
+    the value that mistake produces; when the student's value matches one, the message
+    names that mistake instead of the generic ``hint``."""
+    t = expect_shape(value, tuple(expected.shape), what, hint=hint)
+    if is_close(t, expected, atol, rtol):
+        return t
+    if bool(torch.isnan(t.detach()).any()):
+        raise CheckFailed(f"{what} contains NaN" + (f" — {hint}" if hint else ""))
+    for mistake, candidate in (diagnoses or {}).items():
+        try:
+            candidate = candidate() if callable(candidate) else candidate
+        except Exception:
+            continue
+        if type(candidate) is torch.Tensor and is_close(t, candidate, atol, rtol):
+            raise CheckFailed(
+                f"{what} does not match the reference: it matches what you get when {mistake}"
+            )
+    raise CheckFailed(
+        f"{what} does not match the reference (max abs difference {_max_abs_diff(t, expected):.3g}; "
+        f"expected {_preview(expected)}, got {_preview(t)})" + (f" — {hint}" if hint else "")
+    )
+
+
+def expect_unmodified(before: Mapping[str, torch.Tensor], after: Mapping[str, torch.Tensor]):
+    for name, original in before.items():
+        now = after[name]
+        if now.shape != original.shape or not torch.equal(now.detach(), original):
+            raise CheckFailed(
+                f"the input {name} was modified in place — work on a copy or use "
+                "out-of-place operations"
+            )
+
+
+def snapshot(**tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in tensors.items()}
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape: int, seed: int, scale: float = 1.0, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(*shape, generator=generator(seed), dtype=dtype) * scale
+
+
+def call(fn: Callable, *args, **kwargs):
+    """Call student code with fresh copies of tensor arguments, so one case cannot leak
+    state into the next."""
+    copied = [a.clone() if type(a) is torch.Tensor else a for a in args]
+    return fn(*copied, **kwargs)

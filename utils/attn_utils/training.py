@@ -1,0 +1,44 @@
+"""A small, readable training loop with a progress bar."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+
+def train(
+    model: torch.nn.Module,
+    batches: Callable[[int], Iterable] | Iterable,
+    loss_fn: Callable[..., torch.Tensor],
+    *,
+    steps: int,
+    lr: float = 1e-3,
+    clip: float | None = 1.0,
+    desc: str = "training",
+    optimizer: torch.optim.Optimizer | None = None,
+) -> list[float]:
+    """Train ``model`` for ``steps`` updates and return the loss of every step.
+
+    ``batches(step)`` returns the batch for a step (or pass any iterable of batches);
+    ``loss_fn(model, batch)`` returns a scalar loss.
+    """
+    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
+    source = iter(batches) if not callable(batches) else None
+    losses: list[float] = []
+    model.train()
+    bar = tqdm(range(steps), desc=desc, leave=False, mininterval=0.5)
+    for step in bar:
+        batch = batches(step) if source is None else next(source)
+        loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
