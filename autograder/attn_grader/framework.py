@@ -204,7 +204,8 @@ def expect_close(
                 f"{what} does not match the reference: it matches what you get when {mistake}"
             )
     raise CheckFailed(
-        f"{what} does not match the reference (max abs difference {_max_abs_diff(t, expected):.3g}; "
+        f"{what} does not match the reference "
+        f"(max abs difference {_max_abs_diff(t, expected):.3g}; "
         f"expected {_preview(expected)}, got {_preview(t)})" + (f" — {hint}" if hint else "")
     )
 

@@ -1,0 +1,1 @@
+"""Instructor tooling for the attention course: the manifest and the ``attn-course`` CLI."""

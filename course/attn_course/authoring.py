@@ -75,7 +75,7 @@ def hidden_tests(assignment: str, name: str, points: float, what: str | None = N
     what = what or name
     body = (
         f"# Hidden tests: {what} is checked against a reference on more cases "
-        f"({points:g} points, partial credit).\n"
+        f"({points:g} point{'' if points == 1 else 's'}, partial credit).\n"
         "### BEGIN HIDDEN TESTS\n"
         "from attn_grader import grade\n"
         f'grade("{assignment}", "{name}", {name}, points={points!r})\n'
@@ -85,7 +85,28 @@ def hidden_tests(assignment: str, name: str, points: float, what: str | None = N
                                                   points=points))
 
 
+def hidden_tests_after_solutions(cells: list) -> list:
+    """Move each graded cell ``test_<name>`` right after the solution cell ``<name>``.
+
+    nbgrader restores a deleted test cell after the source cell that preceded it, and only
+    copes when that cell is a solution or graded cell (OverwriteCells.add_missing_grade_cells).
+    """
+    cells = list(cells)
+    for test in [c for c in cells if _grade_id(c).startswith("test_")]:
+        solution_id = _grade_id(test).removeprefix("test_")
+        home = [i for i, c in enumerate(cells) if _grade_id(c) == solution_id]
+        if home:
+            cells.remove(test)
+            cells.insert(home[0] + 1, test)
+    return cells
+
+
+def _grade_id(cell) -> str:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or ""
+
+
 def write_notebook(cells, path: str | Path) -> Path:
+    cells = hidden_tests_after_solutions(cells)
     nb = new_notebook(cells=cells, metadata={"kernelspec": KERNELSPEC,
                                              "language_info": {"name": "python"}})
     for i, cell in enumerate(nb.cells):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from attn_grader.mistakes import Mistake
@@ -123,9 +122,9 @@ def radius_in_place(W, rho):
     return W.mul_(rho / torch.linalg.eigvals(W).abs().max())
 
 
-def radius_via_numpy(W, rho):
-    M = W.numpy()
-    return torch.from_numpy(M * rho / np.abs(np.linalg.eigvals(M)).max())
+def radius_in_float64(W, rho):
+    W = W.double()  # "for accuracy", but the caller gets float64 back
+    return W * rho / torch.linalg.eigvals(W).abs().max()
 
 
 MISTAKES = {
@@ -157,6 +156,6 @@ MISTAKES = {
         Mistake("largest real part", radius_by_real_part, "real part"),
         Mistake("Frobenius norm", radius_by_frobenius, "frobenius"),
         Mistake("modifies W in place", radius_in_place, "modified in place"),
-        Mistake("computed in numpy, returns float64", radius_via_numpy, "dtype"),
+        Mistake("computed in float64 and not cast back", radius_in_float64, "dtype"),
     ],
 }

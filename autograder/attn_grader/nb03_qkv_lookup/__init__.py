@@ -1,0 +1,1 @@
+"""Grading side of 03_qkv_lookup: references, checks and the mistake catalogue."""

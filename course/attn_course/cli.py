@@ -1,0 +1,183 @@
+"""``attn-course``: the instructor's commands.
+
+    attn-course release  [ID ...]     regenerate release/ from source/ with nbgrader
+    attn-course validate [ID ...]     the tests of the tests (checks vs reference, stub, mistakes)
+    attn-course execute  [ID ...]     run the worked solutions into build/solutions/
+    attn-course grade    [ID ...]     autograde everything in submitted/, print and export grades
+    attn-course feedback [ID ...]     HTML feedback for graded submissions (hidden tests removed)
+    attn-course sample   [ID ...]     release, run the solutions, grade the bundled sample class
+    attn-course lab                   copy release/ to workspace/ and open JupyterLab there
+
+No ID means every assignment in the manifest, in course order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from attn_course import nbgrader_runner, report, sample_class, validation
+from attn_course.execute import execute_notebook
+from attn_course.manifest import Assignment, assignment, assignments, course_root
+
+
+def _selected(ids: list[str]) -> list[Assignment]:
+    return [assignment(i) for i in ids] if ids else assignments()
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def cmd_release(args) -> int:
+    root = course_root()
+    for a in _selected(args.ids):
+        nbgrader_runner.generate_assignment(root, a.id)
+        _say(f"released {a.id} -> {a.release_notebook(root).relative_to(root)}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    root = course_root()
+    failed = 0
+    for a in _selected(args.ids):
+        results = validation.run_all(a, root)
+        bad = [(label, p) for label, p in results if p]
+        failed += len(bad)
+        _say(f"{a.id}: {len(results) - len(bad)}/{len(results)} validations hold")
+        for label, problem in bad:
+            _say(f"  FAIL {label}\n    " + problem.replace("\n", "\n    "))
+    return 1 if failed else 0
+
+
+def cmd_execute(args) -> int:
+    root = course_root()
+    out_dir = root / "build" / "solutions"
+    for a in _selected(args.ids):
+        out = out_dir / f"{a.id}.ipynb"
+        _, seconds = execute_notebook(a.source_notebook(root), out, quick=args.quick)
+        _say(f"executed {a.id} in {seconds:.0f} s -> {out.relative_to(root)}")
+    return 0
+
+
+def _grade(course: Path, selected: list[Assignment]) -> list[report.Row]:
+    for a in selected:
+        students = sorted(p.parent.name for p in (course / "submitted").glob(f"*/{a.id}"))
+        if not students:
+            _say(f"{a.id}: no submissions in {course / 'submitted'}")
+            continue
+        start = time.perf_counter()
+        nbgrader_runner.autograde(course, a.id)
+        _say(f"graded {a.id}: {len(students)} submissions in {time.perf_counter() - start:.0f} s")
+    return report.read_grades(course, [a.id for a in selected])
+
+
+def cmd_grade(args) -> int:
+    root = course_root()
+    rows = _grade(root, _selected(args.ids))
+    _say(report.format_table(rows))
+    nbgrader_runner.nbgrader(root, "export", "--to=grades.csv")
+    _say(f"grades exported to {root / 'grades.csv'}")
+    return 0
+
+
+def cmd_feedback(args) -> int:
+    root = course_root()
+    for a in _selected(args.ids):
+        nbgrader_runner.generate_feedback(root, a.id)
+        _say(f"feedback for {a.id} -> {root / 'feedback'}")
+    return 0
+
+
+def _fresh_course_copy(root: Path, dest: Path) -> Path:
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    shutil.copy2(root / "nbgrader_config.py", dest / "nbgrader_config.py")
+    shutil.copytree(root / "source", dest / "source")
+    shutil.copytree(root / "release", dest / "release")
+    return dest
+
+
+def cmd_sample(args) -> int:
+    """The course's main job, end to end, for a new instructor or a CI smoke run."""
+    root = course_root()
+    selected = _selected(args.ids)
+    _say("== 1/4 regenerate release/ from source/")
+    cmd_release(args)
+    _say("== 2/4 run the worked solutions" + (" (quick mode)" if args.quick else ""))
+    cmd_execute(args)
+    _say("== 3/4 grade the bundled sample class")
+    course = _fresh_course_copy(root, root / "build" / "sample-course")
+    for a in selected:
+        nbgrader_runner.generate_assignment(course, a.id)
+        sample_class.write_submissions(course, a)
+    rows = _grade(course, selected)
+    _say("== 4/4 feedback")
+    for a in selected:
+        nbgrader_runner.generate_feedback(course, a.id)
+    nbgrader_runner.nbgrader(course, "export", "--to=grades.csv")
+    _say("\nGrades of the sample class (points earned / points possible):\n")
+    _say(report.format_table(rows))
+    _say("\nPer exercise:\n" + report.format_exercises(rows))
+    _say(
+        "\nWhere everything is:\n"
+        f"  student notebooks (release):  {root / 'release'}\n"
+        f"  executed worked solutions:    {root / 'build' / 'solutions'}\n"
+        f"  sample class submissions:     {course / 'submitted'}\n"
+        f"  graded notebooks:             {course / 'autograded'}\n"
+        f"  feedback (HTML):              {course / 'feedback'}\n"
+        f"  grades CSV:                   {course / 'grades.csv'}\n"
+    )
+    return 0
+
+
+def cmd_lab(args) -> int:
+    root = course_root()
+    workspace = root / "workspace"
+    for a in assignments():
+        target = workspace / a.id
+        if not target.exists():  # never overwrite a student's work
+            shutil.copytree(root / "release" / a.id, target)
+    _say(f"Your notebooks are in {workspace} (your edits stay there; release/ is untouched).")
+    cmd = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={workspace}", *args.lab_args]
+    return subprocess.call(cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attn-course", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help_, quick=False):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("ids", nargs="*", metavar="ID", help="assignment ids (default: all)")
+        if quick:
+            p.add_argument("--quick", action="store_true",
+                           help="shrink the demos as autograding does (fast smoke run)")
+        p.set_defaults(func=func)
+        return p
+
+    add("release", cmd_release, "regenerate release/ from source/")
+    add("validate", cmd_validate, "check the checks against references, stubs and mistakes")
+    add("execute", cmd_execute, "run the worked solutions into build/solutions/", quick=True)
+    add("grade", cmd_grade, "autograde submitted/ and export grades.csv")
+    add("feedback", cmd_feedback, "generate HTML feedback for graded submissions")
+    add("sample", cmd_sample, "release, run the solutions, grade the sample class", quick=True)
+    lab = sub.add_parser("lab", help="open JupyterLab on a working copy of release/")
+    lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
+    lab.set_defaults(func=cmd_lab)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

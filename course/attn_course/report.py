@@ -1,0 +1,77 @@
+"""Grade tables read back from nbgrader's gradebook."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nbgrader.api import Gradebook, MissingEntry
+
+
+@dataclass
+class Row:
+    student: str
+    assignment: str
+    score: float
+    max_score: float
+    cells: dict[str, float]
+
+
+def gradebook_url(root: Path) -> str:
+    return f"sqlite:///{root / 'gradebook.db'}"
+
+
+def read_grades(root: Path, assignment_ids: list[str]) -> list[Row]:
+    rows = []
+    with Gradebook(gradebook_url(root)) as gb:
+        for student in sorted(s.id for s in gb.students):
+            for aid in assignment_ids:
+                try:
+                    sub = gb.find_submission(aid, student)
+                except MissingEntry:
+                    continue
+                cells = {}
+                for nb in sub.notebooks:
+                    for g in nb.grades:
+                        if g.cell.name.startswith("test_"):
+                            cells[g.cell.name.removeprefix("test_")] = float(g.score)
+                rows.append(Row(student, aid, float(sub.score), float(sub.max_score), cells))
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    if not rows:
+        return "(no graded submissions)"
+    assignments = sorted({r.assignment for r in rows})
+    students = sorted({r.student for r in rows})
+    by = {(r.student, r.assignment): r for r in rows}
+    width = max(len(s) for s in students) + 2
+    cols = [a[:22] for a in assignments]
+    lines = ["student".ljust(width) + "".join(c.rjust(24) for c in cols) + "total".rjust(12)]
+    for s in students:
+        total = got = 0.0
+        cells = []
+        for a in assignments:
+            r = by.get((s, a))
+            if r is None:
+                cells.append("-".rjust(24))
+                continue
+            got += r.score
+            total += r.max_score
+            cells.append(f"{r.score:g}/{r.max_score:g}".rjust(24))
+        lines.append(s.ljust(width) + "".join(cells) + f"{got:g}/{total:g}".rjust(12))
+    return "\n".join(lines)
+
+
+def format_exercises(rows: list[Row]) -> str:
+    """Per exercise: each student's points."""
+    out = []
+    for aid in sorted({r.assignment for r in rows}):
+        sub = [r for r in rows if r.assignment == aid]
+        names = list(sub[0].cells)
+        out.append(aid)
+        out.append("  " + "exercise".ljust(28) + "".join(r.student[:16].rjust(18) for r in sub))
+        for n in names:
+            scores = "".join(f"{r.cells.get(n, 0):g}".rjust(18) for r in sub)
+            out.append("  " + n.ljust(28) + scores)
+    return "\n".join(out)

@@ -1,0 +1,22 @@
+"""The tests of the tests, one pytest test per line of attn_course.validation:
+every check passes the reference and the notebook's worked solution, gives the released
+stub nothing, and rejects every catalogued mistake with a message that names it."""
+
+import pytest
+
+from attn_course.validation import validations
+from conftest import ASSIGNMENTS, ROOT
+
+CASES = [v for a in ASSIGNMENTS for v in validations(a, ROOT)]
+
+
+@pytest.mark.parametrize("validation", CASES, ids=[v.label for v in CASES])
+def test_validation_holds(validation):
+    problem = validation.run()
+    assert problem is None, problem
+
+
+def test_every_assignment_has_checks_and_mistakes():
+    labels = [v.label for v in CASES]
+    for a in ASSIGNMENTS:
+        assert any(label.startswith(f"{a.id}:") and ":mistake:" in label for label in labels)

@@ -1,0 +1,87 @@
+"""Data, plots and timing for notebook 05 (self-attention).
+
+Student side: nothing here computes attention, a mask or a positional encoding — those are
+the exercises.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.colors import ListedColormap
+
+#: Target value that ``F.cross_entropy`` ignores (its default ``ignore_index``).
+IGNORE = -100
+FIRST_TOKEN = 3  # PAD = 0, SOS = 1, EOS = 2; real tokens start at 3
+
+
+def previous_token_batch(
+    batch_size: int,
+    length: int,
+    n_symbols: int = 10,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token sequences and, at every position, the token one step to the left.
+
+    Returns ``tokens (B, T)`` with ids in ``[3, 3 + n_symbols)`` and ``targets (B, T)`` with
+    ``targets[:, t] = tokens[:, t - 1]``; position 0 has no left neighbour, so its target
+    is :data:`IGNORE`. Both int64.
+    """
+    tokens = torch.randint(FIRST_TOKEN, FIRST_TOKEN + n_symbols, (batch_size, length),
+                           generator=generator)
+    targets = torch.full_like(tokens, IGNORE)
+    targets[:, 1:] = tokens[:, :-1]
+    return tokens, targets
+
+
+_MASK_CMAP = ListedColormap(["#2b2b2b", "#f2c14e"])  # False = dark (blocked), True = gold
+
+
+def show_mask(
+    mask,
+    *,
+    ax=None,
+    title: str = "",
+    xlabels: Sequence[str] | None = None,
+    ylabels: Sequence[str] | None = None,
+    xlabel: str = "keys (attended to)",
+    ylabel: str = "queries (attending)",
+):
+    """Draw a 2-D boolean mask: gold cells are True (may attend), dark cells False."""
+    m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"show_mask draws one 2-D mask; got shape {m.shape} "
+                         "(index or expand it first)")
+    ax = ax or plt.gca()
+    ax.imshow(m.astype(float), cmap=_MASK_CMAP, vmin=0, vmax=1, aspect="equal")
+    rows, cols = m.shape
+    ax.set_xticks(np.arange(-0.5, cols, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, rows, 1), minor=True)
+    ax.grid(which="minor", color="white", linewidth=1)
+    ax.tick_params(which="minor", length=0)
+    ax.set_xticks(range(cols), list(xlabels) if xlabels is not None else range(cols),
+                  rotation=90 if xlabels is not None else 0)
+    ax.set_yticks(range(rows), list(ylabels) if ylabels is not None else range(rows))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Wall-clock seconds of the fastest of ``repeats`` calls of ``fn()`` (after ``warmup``
+    calls). The fastest run is the least disturbed by whatever else the machine is doing,
+    which is why ``timeit`` recommends it too."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
