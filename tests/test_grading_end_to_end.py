@@ -112,3 +112,12 @@ def test_deleted_test_cells_are_restored(graded, assignment):
     nb = notebooks.read(graded_nb)
     restored = [c for c in nb.cells if notebooks.is_graded(c)]
     assert restored and all("BEGIN HIDDEN TESTS" in c.source for c in restored)
+
+
+def test_feedback_shows_check_messages_but_not_hidden_test_code(graded):
+    _, _, course = graded
+    for a in ASSIGNMENTS:
+        nbgrader_runner.generate_feedback(course, a.id)
+        html = (course / "feedback" / "one_wrong" / a.id / f"{a.id}.html").read_text()
+        assert "checks passed" in html  # the check's report reaches the student
+        assert "BEGIN HIDDEN TESTS" not in html and "attn_grader" not in html
