@@ -168,14 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("grade", cmd_grade, "autograde submitted/ and export grades.csv")
     add("feedback", cmd_feedback, "generate HTML feedback for graded submissions")
     add("sample", cmd_sample, "release, run the solutions, grade the sample class", quick=True)
-    lab = sub.add_parser("lab", help="open JupyterLab on a working copy of release/")
-    lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
+    lab = sub.add_parser("lab", help="open JupyterLab on a working copy of release/ "
+                                     "(other options go to jupyter lab)")
     lab.set_defaults(func=cmd_lab)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.func is not cmd_lab:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.lab_args = extra
     return args.func(args)
 
 

@@ -1,0 +1,1 @@
+"""Grading side of 06_transformer_encoder: reference, checks and the mistake catalogue."""
