@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
+import json
+
 import nbformat
 import pytest
 
@@ -44,11 +48,29 @@ def _one_wrong(assignment, course, solutions):
     return name, mistake, answers
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def graded(tmp_path_factory):
-    """Autograde five typical submissions for every assignment; return the grades and the
-    expected scores."""
-    course = copy_course(tmp_path_factory.mktemp("course"))
+    """Autograde five typical submissions for every assignment; return the grades, the
+    expected scores and the course folder. Done once for the whole run: pytest-xdist
+    workers share the result through a file, under a lock."""
+    shared = tmp_path_factory.getbasetemp().parent / "graded-course"
+    with open(shared.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = shared / "results.json"
+        if not results.exists():
+            grades, expected = _grade_typical_submissions(shared)
+            results.write_text(json.dumps({
+                "grades": [dataclasses.asdict(r) for r in grades.values()],
+                "expected": [[s, a, v] for (s, a), v in expected.items()],
+            }))
+        data = json.loads(results.read_text())
+    grades = {(r["student"], r["assignment"]): report.Row(**r) for r in data["grades"]}
+    expected = {(s, a): v for s, a, v in data["expected"]}
+    return grades, expected, shared
+
+
+def _grade_typical_submissions(course_dir):
+    course = copy_course(course_dir)
     expected: dict[tuple[str, str], float] = {}
     for a in ASSIGNMENTS:
         nbgrader_runner.generate_assignment(course, a.id)
@@ -75,7 +97,7 @@ def graded(tmp_path_factory):
             expected[(student, a.id)] = score
         nbgrader_runner.autograde(course, a.id)
     rows = report.read_grades(course, [a.id for a in ASSIGNMENTS])
-    return {(r.student, r.assignment): r for r in rows}, expected, course
+    return {(r.student, r.assignment): r for r in rows}, expected
 
 
 STUDENTS = ["full", "untouched", "one_wrong", "edited_tests", "deleted_tests"]
@@ -118,6 +140,6 @@ def test_feedback_shows_check_messages_but_not_hidden_test_code(graded):
     _, _, course = graded
     for a in ASSIGNMENTS:
         nbgrader_runner.generate_feedback(course, a.id)
-        html = (course / "feedback" / "one_wrong" / a.id / f"{a.id}.html").read_text()
+        html = (course / "feedback" / "full" / a.id / f"{a.id}.html").read_text()
         assert "checks passed" in html  # the check's report reaches the student
         assert "BEGIN HIDDEN TESTS" not in html and "attn_grader" not in html
