@@ -6,6 +6,7 @@
     attn-course grade    [ID ...]     autograde everything in submitted/, print and export grades
     attn-course feedback [ID ...]     HTML feedback for graded submissions (hidden tests removed)
     attn-course sample   [ID ...]     release, run the solutions, grade the bundled sample class
+    attn-course book     [ID ...]     the worked solutions as a static site in build/book/
     attn-course lab                   copy release/ to workspace/ and open JupyterLab there
 
 No ID means every assignment in the manifest, in course order.
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from attn_course import nbgrader_runner, report, sample_class, validation
+from attn_course import book, nbgrader_runner, report, sample_class, validation
 from attn_course.execute import execute_notebook
 from attn_course.manifest import Assignment, assignment, assignments, course_root
 
@@ -93,6 +94,12 @@ def cmd_feedback(args) -> int:
     return 0
 
 
+def cmd_book(args) -> int:
+    index = book.build_book(course_root(), _selected(args.ids), quick=args.quick, log=_say)
+    _say(f"worked solutions site -> {index}")
+    return 0
+
+
 def _fresh_course_copy(root: Path, dest: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
@@ -107,20 +114,22 @@ def cmd_sample(args) -> int:
     """The course's main job, end to end, for a new instructor or a CI smoke run."""
     root = course_root()
     selected = _selected(args.ids)
-    _say("== 1/4 regenerate release/ from source/")
+    _say("== 1/5 regenerate release/ from source/")
     cmd_release(args)
-    _say("== 2/4 run the worked solutions" + (" (quick mode)" if args.quick else ""))
+    _say("== 2/5 run the worked solutions" + (" (quick mode)" if args.quick else ""))
     cmd_execute(args)
-    _say("== 3/4 grade the bundled sample class")
+    _say("== 3/5 grade the bundled sample class")
     course = _fresh_course_copy(root, root / "build" / "sample-course")
     for a in selected:
         nbgrader_runner.generate_assignment(course, a.id)
         sample_class.write_submissions(course, a)
     rows = _grade(course, selected)
-    _say("== 4/4 feedback")
+    _say("== 4/5 feedback")
     for a in selected:
         nbgrader_runner.generate_feedback(course, a.id)
     nbgrader_runner.nbgrader(course, "export", "--to=grades.csv")
+    _say("== 5/5 the worked solutions as a site")
+    site = book.build_book(root, selected, quick=args.quick, log=_say)
     _say("\nGrades of the sample class (points earned / points possible):\n")
     _say(report.format_table(rows))
     _say("\nPer exercise:\n" + report.format_exercises(rows))
@@ -132,6 +141,7 @@ def cmd_sample(args) -> int:
         f"  graded notebooks:             {course / 'autograded'}\n"
         f"  feedback (HTML):              {course / 'feedback'}\n"
         f"  grades CSV:                   {course / 'grades.csv'}\n"
+        f"  worked solutions site:        {site}\n"
     )
     return 0
 
@@ -167,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("execute", cmd_execute, "run the worked solutions into build/solutions/", quick=True)
     add("grade", cmd_grade, "autograde submitted/ and export grades.csv")
     add("feedback", cmd_feedback, "generate HTML feedback for graded submissions")
+    add("book", cmd_book, "build the worked solutions as a static site in build/book/", quick=True)
     add("sample", cmd_sample, "release, run the solutions, grade the sample class", quick=True)
     lab = sub.add_parser("lab", help="open JupyterLab on a working copy of release/ "
                                      "(other options go to jupyter lab)")

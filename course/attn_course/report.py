@@ -69,9 +69,10 @@ def format_exercises(rows: list[Row]) -> str:
     for aid in sorted({r.assignment for r in rows}):
         sub = [r for r in rows if r.assignment == aid]
         names = list(sub[0].cells)
+        width = max(len(n) for n in [*names, "exercise"]) + 2
         out.append(aid)
-        out.append("  " + "exercise".ljust(28) + "".join(r.student[:16].rjust(18) for r in sub))
+        out.append("  " + "exercise".ljust(width) + "".join(r.student[:16].rjust(18) for r in sub))
         for n in names:
             scores = "".join(f"{r.cells.get(n, 0):g}".rjust(18) for r in sub)
-            out.append("  " + n.ljust(28) + scores)
+            out.append("  " + n.ljust(width) + scores)
     return "\n".join(out)

@@ -19,6 +19,11 @@ def is_grading() -> bool:
     return any(os.environ.get(name) for name in QUICK_ENV_VARS)
 
 
+def is_autograding() -> bool:
+    """True only while nbgrader itself runs the notebook."""
+    return bool(os.environ.get("NBGRADER_EXECUTION"))
+
+
 def budget(full: int, quick: int = 2) -> int:
     """How many steps/epochs/samples a demo should use: ``full`` for a student, ``quick``
     while grading, so grading a notebook costs little more than starting its kernel."""
