@@ -3,7 +3,8 @@
     attn-course release  [ID ...]     regenerate release/ from source/ with nbgrader
     attn-course validate [ID ...]     the tests of the tests (checks vs reference, stub, mistakes)
     attn-course execute  [ID ...]     run the worked solutions into build/solutions/
-    attn-course grade    [ID ...]     autograde everything in submitted/, print and export grades
+    attn-course grade    ID...|--all  autograde what is new in submitted/ (in parallel, under
+                                      limits), print the grades and write grades.csv
     attn-course feedback [ID ...]     HTML feedback for graded submissions (hidden tests removed)
     attn-course sample   [ID ...]     release, run the solutions, grade the bundled sample class
     attn-course book     [ID ...]     the worked solutions as a static site in build/book/
@@ -21,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from attn_course import book, nbgrader_runner, report, sample_class, validation
+from attn_course import book, grading, nbgrader_runner, report, sample_class, validation
 from attn_course.execute import execute_notebook
 from attn_course.manifest import Assignment, assignment, assignments, course_root
 
@@ -65,24 +66,36 @@ def cmd_execute(args) -> int:
     return 0
 
 
-def _grade(course: Path, selected: list[Assignment]) -> list[report.Row]:
+def _grade(course: Path, selected: list[Assignment], args) -> list[grading.Result]:
+    ids = []
     for a in selected:
-        students = sorted(p.parent.name for p in (course / "submitted").glob(f"*/{a.id}"))
-        if not students:
+        if not any((course / "submitted").glob(f"*/{a.id}")):
             _say(f"{a.id}: no submissions in {course / 'submitted'}")
-            continue
-        start = time.perf_counter()
-        nbgrader_runner.autograde(course, a.id)
-        _say(f"graded {a.id}: {len(students)} submissions in {time.perf_counter() - start:.0f} s")
-    return report.read_grades(course, [a.id for a in selected])
+        else:
+            ids.append(a.id)
+    limits = grading.Limits(wall_s=getattr(args, "wall_time", grading.Limits.wall_s),
+                            memory_bytes=int(getattr(args, "memory_gib", 4) * grading.GiB))
+    start = time.perf_counter()
+    results = grading.grade(course, ids, workers=getattr(args, "workers", None), limits=limits,
+                            force=getattr(args, "force", False), log=_say)
+    _say(f"graded {len(results)} submissions of {', '.join(ids) or 'nothing'} "
+         f"in {time.perf_counter() - start:.0f} s")
+    return results
 
 
 def cmd_grade(args) -> int:
     root = course_root()
-    rows = _grade(root, _selected(args.ids))
-    _say(report.format_table(rows))
-    nbgrader_runner.nbgrader(root, "export", "--to=grades.csv")
-    _say(f"grades exported to {root / 'grades.csv'}")
+    if not args.ids and not args.all:
+        raise SystemExit("attn-course grade: name assignments, or --all for every one")
+    try:
+        results = _grade(root, _selected(args.ids), args)
+    except KeyboardInterrupt:
+        _say(f"\ninterrupted: every grade finished so far is in {root / 'gradebook.db'}; "
+             "run the same command again to grade the rest")
+        return 130
+    _say(grading.summary(results))
+    grading.write_csv(root / "grades.csv", results)
+    _say(f"grades written to {root / 'grades.csv'}")
     return 0
 
 
@@ -123,11 +136,12 @@ def cmd_sample(args) -> int:
     for a in selected:
         nbgrader_runner.generate_assignment(course, a.id)
         sample_class.write_submissions(course, a)
-    rows = _grade(course, selected)
+    results = _grade(course, selected, args)
+    rows = [r.row() for r in results]
     _say("== 4/5 feedback")
     for a in selected:
         nbgrader_runner.generate_feedback(course, a.id)
-    nbgrader_runner.nbgrader(course, "export", "--to=grades.csv")
+    grading.write_csv(course / "grades.csv", results)
     _say("== 5/5 the worked solutions as a site")
     site = book.build_book(root, selected, quick=args.quick, log=_say)
     _say("\nGrades of the sample class (points earned / points possible):\n")
@@ -175,7 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("release", cmd_release, "regenerate release/ from source/")
     add("validate", cmd_validate, "check the checks against references, stubs and mistakes")
     add("execute", cmd_execute, "run the worked solutions into build/solutions/", quick=True)
-    add("grade", cmd_grade, "autograde submitted/ and export grades.csv")
+    grade = add("grade", cmd_grade, "autograde submitted/ in parallel and write grades.csv")
+    grade.add_argument("--all", action="store_true", help="every assignment in the manifest")
+    grade.add_argument("--workers", type=int, default=None,
+                       help="submissions graded at once (default: the number of cores)")
+    grade.add_argument("--wall-time", type=float, default=grading.Limits.wall_s,
+                       help="seconds one submission may take in all (default: %(default)g)")
+    grade.add_argument("--memory-gib", type=float,
+                       default=grading.Limits.memory_bytes / grading.GiB,
+                       help="memory cap of one submission, GiB (default: %(default)g)")
+    grade.add_argument("--force", action="store_true",
+                       help="regrade everything, not only what is new or changed")
     add("feedback", cmd_feedback, "generate HTML feedback for graded submissions")
     add("book", cmd_book, "build the worked solutions as a static site in build/book/", quick=True)
     add("sample", cmd_sample, "release, run the solutions, grade the sample class", quick=True)

@@ -1,0 +1,570 @@
+"""Grade a whole class with nbgrader, in parallel, under limits, resumably.
+
+Every submission ``submitted/<student>/<assignment>/`` is graded by the real
+``nbgrader autograde``, but in its own throwaway course folder (the course's
+``nbgrader_config.py``, ``source/<assignment>``, that one submission, and a copy of a clean
+gradebook made once per assignment by ``nbgrader generate_assignment``). So:
+
+- submissions run side by side (``workers``), and one cannot touch another's files or the
+  course gradebook: the course's ``gradebook.db`` is written only here, in the parent process,
+  one result at a time (:func:`_merge`);
+- each run has a total wall-time limit and a memory cap (``RLIMIT_AS``, inherited by the
+  kernel); when it is hit, or the kernel dies, the whole process group is killed and the
+  submission keeps the points of the test cells that ran before, read from a checkpoint the
+  executor writes after every cell (:class:`CheckpointExecute`), with the reason recorded;
+- results are written as they complete (gradebook, ``autograded/``, and the manifest
+  ``autograded/.attn-grading.json`` of submission hashes), so an interrupted run loses nothing
+  and a re-run grades only what is new or changed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.preprocessors import Execute
+
+from attn_course import nbgrader_runner, report
+
+MANIFEST = Path("autograded") / ".attn-grading.json"
+CHECKPOINT_ENV = "ATTN_GRADING_CHECKPOINT"
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per submission: total wall time of ``nbgrader autograde`` (kernel start to grades) and
+    the address-space cap of nbgrader and its kernel. The per-cell timeout stays nbgrader's
+    ``Execute.timeout`` (``nbgrader_config.py``)."""
+
+    wall_s: float = 600.0
+    memory_bytes: int = 4 * GiB
+
+
+@dataclass
+class Result:
+    student: str
+    assignment: str
+    status: str  # "ok" | "limit" | "crashed" | "invalid"
+    reason: str
+    score: float
+    max_score: float
+    cells: dict[str, float] = field(default_factory=dict)  # exercise -> points
+    seconds: float = 0.0
+    digest: str = ""
+
+    def row(self) -> report.Row:
+        return report.Row(self.student, self.assignment, self.score, self.max_score,
+                          dict(self.cells))
+
+
+# --------------------------------------------------------------------------- the executor
+
+
+class CheckpointExecute(Execute):
+    """nbgrader's executor, writing the notebook to ``$ATTN_GRADING_CHECKPOINT`` after every
+    cell, so that a run killed at a limit still shows which test cells ran and how."""
+
+    def _checkpoint(self, last: int) -> None:
+        path = os.environ.get(CHECKPOINT_ENV)
+        if not path:
+            return
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"last": last, "nb": self.nb}, f)
+        os.replace(tmp, path)
+
+    def preprocess_cell(self, cell, resources, index):
+        if index == 0:
+            self._checkpoint(-1)
+        result = super().preprocess_cell(cell, resources, index)
+        self._checkpoint(index)
+        return result
+
+
+_CONFIG_TAIL = '''
+
+# ---- added by attn_course.grading for this one submission
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,
+                                    LimitOutput, SaveAutoGrades)
+from attn_course.grading import CheckpointExecute
+c.Autograde.autograde_preprocessors = [
+    CheckpointExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
+    AssignLatePenalties, CheckCellMetadata,
+]
+c.CourseDirectory.root = {root!r}
+'''
+
+# Sets the memory cap, then becomes nbgrader (no preexec_fn: the pool runs in threads).
+_LAUNCH = ("import os, resource, sys; cap = int(sys.argv[1]); "
+           "resource.setrlimit(resource.RLIMIT_AS, (cap, cap)); "
+           "os.execv(sys.argv[2], sys.argv[2:])")
+
+
+# --------------------------------------------------------------------------- one submission
+
+
+@dataclass
+class _Job:
+    student: str
+    assignment: str
+    folder: Path  # submitted/<student>/<assignment>
+    digest: str
+
+
+def submission_digest(folder: Path, source: Path) -> str:
+    """Hash of the submission's files and of the assignment's source (a changed source
+    regrades everyone)."""
+    h = hashlib.sha256()
+    for base in (folder, source):
+        for p in sorted(base.rglob("*")):
+            if p.is_file() and ".ipynb_checkpoints" not in p.parts:
+                h.update(str(p.relative_to(base)).encode())
+                h.update(b"\0")
+                h.update(p.read_bytes())
+                h.update(b"\0")
+        h.update(b"\1")
+    return h.hexdigest()
+
+
+def _prepare_template(root: Path, work: Path, assignment_id: str) -> Path:
+    """A scratch course with a clean gradebook for one assignment (cells, points)."""
+    course = work / "template" / assignment_id
+    course.mkdir(parents=True)
+    shutil.copy2(root / "nbgrader_config.py", course / "nbgrader_config.py")
+    shutil.copytree(root / "source" / assignment_id, course / "source" / assignment_id,
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    nbgrader_runner.generate_assignment(course, assignment_id)
+    return course
+
+
+def _register_in_course(root: Path, work: Path, assignment_id: str) -> None:
+    """The assignment, its notebooks and cells in the course gradebook (release/ untouched)."""
+    nbgrader_runner.nbgrader(
+        root, "generate_assignment", assignment_id, "--force",
+        f"--CourseDirectory.release_directory={work / 'release-scratch'}")
+
+
+def unreadable(folder: Path, notebook_names: list[str]) -> str:
+    """Why the submission cannot be graded at all, in words; "" when it can."""
+    present = sorted(p.name for p in folder.glob("*.ipynb"))
+    if not present:
+        wanted = ", ".join(f"{n}.ipynb" for n in notebook_names)
+        return f"no notebook in the submission (expected {wanted})"
+    for name in notebook_names:
+        path = folder / f"{name}.ipynb"
+        if not path.is_file():
+            continue  # nbgrader grades what is there; the missing one earns nothing
+        data = path.read_bytes()
+        if not data.strip():
+            return f"{path.name} is an empty file"
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return (f"{path.name} is not UTF-8 text (byte 0x{data[exc.start]:02x} at "
+                    f"position {exc.start}); notebooks are always UTF-8")
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            return f"{path.name} is not valid JSON ({exc}): a broken or truncated upload"
+        try:
+            nbformat.reads(text, as_version=4)
+        except Exception as exc:  # nbformat raises several kinds
+            return f"{path.name} is not a Jupyter notebook: {str(exc).splitlines()[0][:200]}"
+    return ""
+
+
+def _expected_cells(template: Path, assignment_id: str) -> dict[tuple[str, str], float]:
+    with Gradebook(report.gradebook_url(template)) as gb:
+        a = gb.find_assignment(assignment_id)
+        return {(nb.name, c.name): float(c.max_score) for nb in a.notebooks
+                for c in nb.grade_cells}
+
+
+def _tail(path: Path, n: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+def _nbgrader_problem(log: str) -> str:
+    """The first readable line of what nbgrader complained about."""
+    for line in log.splitlines():
+        if "ERROR" in line or "Error" in line:
+            text = line.split("]", 1)[-1].strip()
+            if text and "Traceback" not in text:
+                return text[:300]
+    return ""
+
+
+def _score_notebook(nb, last: int, points: dict[str, float]) -> dict[str, float]:
+    """Points per grade cell of an executed notebook as nbgrader would give them (stderr is
+    ignored, as IgnorePattern does in nbgrader_config.py); cells after ``last`` get 0."""
+    from nbgrader.utils import determine_grade, is_grade
+
+    scores = {}
+    for i, cell in enumerate(nb.cells):
+        if not is_grade(cell) or cell.cell_type != "code":
+            continue
+        name = cell.metadata.nbgrader.grade_id
+        if name not in points or i > last:
+            continue
+        cell.outputs = [o for o in cell.get("outputs", [])
+                        if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+        cell.metadata.nbgrader.points = points[name]
+        scores[name] = float(determine_grade(cell, None)[0] or 0.0)
+    return scores
+
+
+def _error_names(nb) -> set[str]:
+    return {o.get("ename", "") for c in nb.cells for o in c.get("outputs", [])
+            if o.get("output_type") == "error"}
+
+
+def _memory_hit(nb) -> bool:
+    for c in nb.cells:
+        for o in c.get("outputs", []):
+            text = o.get("evalue", "")
+            if o.get("output_type") == "error" and (
+                    o.get("ename") == "MemoryError" or "can't allocate memory" in text
+                    or "not enough memory" in text):
+                return True
+    return False
+
+
+class _Runner:
+    """Runs jobs in subprocesses; remembers the live process groups so that an interrupted
+    run leaves no kernel behind."""
+
+    def __init__(self, root: Path, work: Path, templates: dict[str, Path], limits: Limits):
+        self.root, self.work, self.templates, self.limits = root, work, templates, limits
+        self.live: set[int] = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def kill_all(self) -> None:
+        self.stopping = True
+        with self.lock:
+            for pgid in list(self.live):
+                _killpg(pgid)
+
+    def run(self, job: _Job, expected: dict[tuple[str, str], float]) -> tuple[Result, Path]:
+        start = time.perf_counter()
+        course = self.work / "jobs" / f"{job.assignment}--{job.student}"
+        problem = unreadable(job.folder, sorted({nb for (nb, _) in expected}))
+        if problem:
+            cells = {c.removeprefix("test_"): 0.0 for (_, c) in expected}
+            return Result(job.student, job.assignment, "invalid", problem, 0.0,
+                          float(sum(expected.values())), cells, digest=job.digest), course
+        course.mkdir(parents=True)
+        template = self.templates[job.assignment]
+        config = (self.root / "nbgrader_config.py").read_text(encoding="utf-8")
+        (course / "nbgrader_config.py").write_text(
+            config + _CONFIG_TAIL.format(root=str(course)), encoding="utf-8")
+        shutil.copytree(template / "source", course / "source")
+        shutil.copy2(template / "gradebook.db", course / "gradebook.db")
+        shutil.copytree(job.folder, course / "submitted" / job.student / job.assignment,
+                        symlinks=True)
+        checkpoint = course / "checkpoint.json"
+        env = nbgrader_runner._env()
+        env[CHECKPOINT_ENV] = str(checkpoint)
+        cmd = [sys.executable, "-c", _LAUNCH, str(int(self.limits.memory_bytes)),
+               sys.executable, "-m", "nbgrader", "autograde", job.assignment, "--force",
+               f"--student={job.student}"]
+        log_path = course / "nbgrader.log"
+        timed_out = False
+        with open(log_path, "wb") as log:
+            with self.lock:  # so that kill_all() cannot miss one being started
+                if self.stopping:
+                    raise KeyboardInterrupt
+                proc = subprocess.Popen(cmd, cwd=course, env=env, stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+                self.live.add(proc.pid)
+            try:
+                proc.wait(timeout=self.limits.wall_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                _killpg(proc.pid)  # the kernel, and anything the student's code started
+                proc.wait()
+                with self.lock:
+                    self.live.discard(proc.pid)
+        result = self._collect(job, course, expected, proc.returncode, timed_out, _tail(log_path))
+        result.seconds = round(time.perf_counter() - start, 1)
+        return result, course
+
+    def _collect(self, job, course, expected, returncode, timed_out, log) -> Result:
+        graded_nb = course / "autograded" / job.student / job.assignment
+        points = {cell: p for (_, cell), p in expected.items()}
+        max_score = float(sum(expected.values()))
+        scores: dict[str, float] = {}
+        status, reason = "ok", ""
+        finished = not timed_out and returncode == 0 and any(graded_nb.glob("*.ipynb"))
+        if finished:
+            with Gradebook(report.gradebook_url(course)) as gb:
+                try:
+                    sub = gb.find_submission(job.assignment, job.student)
+                    for nb in sub.notebooks:
+                        for g in nb.grades:
+                            scores[g.cell.name] = float(g.score or 0.0)
+                except MissingEntry:
+                    finished = False
+        if finished:
+            nbs = [nbformat.read(str(p), as_version=4) for p in graded_nb.glob("*.ipynb")]
+            if any(_memory_hit(nb) for nb in nbs):
+                status = "limit"
+                reason = (f"ran out of memory (cap {self.limits.memory_bytes / GiB:g} GiB) in a "
+                          "cell; that cell's points are lost")
+            else:
+                errors = sorted(set().union(*(_error_names(nb) for nb in nbs)) - {""})
+                if any(e == "CellTimeoutError" for e in errors):
+                    status, reason = "limit", "a cell ran past the per-cell time limit"
+                elif errors:
+                    reason = "errors in some cells: " + ", ".join(errors)
+            missing = {nb for (nb, _) in expected} - {p.stem for p in graded_nb.glob("*.ipynb")}
+            if missing:
+                status = "invalid"
+                reason = "missing notebook: " + ", ".join(f"{m}.ipynb" for m in sorted(missing))
+        else:
+            last, nb = -1, None
+            if checkpoint_exists := (course / "checkpoint.json").exists():
+                try:
+                    data = json.loads((course / "checkpoint.json").read_text(encoding="utf-8"))
+                    last, nb = data["last"], nbformat.from_dict(data["nb"])
+                except (ValueError, KeyError):
+                    checkpoint_exists = False
+            if nb is not None:
+                scores = _score_notebook(nb, last, points)
+                (graded_nb).mkdir(parents=True, exist_ok=True)
+                only = sorted({n for (n, _) in expected})
+                if len(only) == 1:  # keep what ran, for feedback and review
+                    nbformat.write(nb, str(graded_nb / f"{only[0]}.ipynb"))
+            ran = "the points of the test cells that ran before are kept" if checkpoint_exists \
+                else "nothing ran, so no points"
+            if timed_out:
+                status = "limit"
+                reason = f"stopped at the total time limit of {self.limits.wall_s:g} s; {ran}"
+            elif nb is not None and _memory_hit(nb):
+                status = "limit"
+                reason = (f"ran out of memory (cap {self.limits.memory_bytes / GiB:g} GiB); {ran}")
+            elif checkpoint_exists:
+                status = "crashed"
+                problem = "the kernel died" if "DeadKernelError" in log or "Kernel died" in log \
+                    else (_nbgrader_problem(log) or f"nbgrader exited with {returncode}")
+                reason = f"{problem}; {ran}"
+            else:
+                status = "invalid"
+                reason = _nbgrader_problem(log) or f"nbgrader could not run it (exit {returncode})"
+        cells = {cell: scores.get(cell, 0.0) for cell in points}
+        return Result(job.student, job.assignment, status, reason,
+                      round(sum(cells.values()), 3), max_score,
+                      {c.removeprefix("test_"): v for c, v in cells.items()},
+                      digest=job.digest)
+
+
+def _killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --------------------------------------------------------------------------- the course
+
+
+def _alembic_on_path() -> None:
+    """nbgrader's Gradebook shells out to ``alembic``, which lives beside this interpreter."""
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+def _load_manifest(root: Path) -> dict:
+    try:
+        return json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_manifest(root: Path, data: dict) -> None:
+    path = root / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _merge(root: Path, result: Result, job_course: Path,
+           expected: dict[tuple[str, str], float]) -> None:
+    """Into the course: the graded notebooks, then the gradebook (parent process only)."""
+    src = job_course / "autograded" / result.student / result.assignment
+    dest = root / "autograded" / result.student / result.assignment
+    if dest.exists():
+        shutil.rmtree(dest)
+    if src.exists():
+        shutil.copytree(src, dest)
+        for p in dest.rglob("*"):  # nbgrader leaves them read-only
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    with warnings.catch_warnings(), Gradebook(report.gradebook_url(root)) as gb:
+        # nbgrader's own add_submission trips SQLAlchemy's autoflush warning; it is harmless
+        warnings.filterwarnings("ignore", message=".*not in session.*")
+        gb.update_or_create_student(result.student)
+        try:
+            gb.find_submission(result.assignment, result.student)
+        except MissingEntry:
+            gb.add_submission(result.assignment, result.student)
+        for nb_name, cell in expected:
+            grade = gb.find_grade(cell, nb_name, result.assignment, result.student)
+            grade.auto_score = result.cells.get(cell.removeprefix("test_"), 0.0)
+            grade.needs_manual_grade = False
+        gb.db.commit()
+
+
+def _jobs(root: Path, assignment_ids: Iterable[str], manifest: dict,
+          force: bool) -> tuple[list[_Job], int]:
+    jobs, unchanged = [], 0
+    with Gradebook(report.gradebook_url(root)) as gb:
+        for aid in assignment_ids:
+            for folder in sorted((root / "submitted").glob(f"*/{aid}")):
+                if not folder.is_dir():
+                    continue
+                student = folder.parent.name
+                digest = submission_digest(folder, root / "source" / aid)
+                done = manifest.get(f"{aid}/{student}", {})
+                if not force and done.get("digest") == digest:
+                    try:
+                        gb.find_submission(aid, student)
+                        unchanged += 1
+                        continue
+                    except MissingEntry:
+                        pass
+                jobs.append(_Job(student, aid, folder, digest))
+    return jobs, unchanged
+
+
+def grade(root: Path, assignment_ids: list[str], workers: int | None = None,
+          limits: Limits = Limits(), force: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print) -> list[Result]:
+    """Grade what is new or changed under ``root/submitted`` for these assignments; return the
+    results of every submission of them (fresh and from earlier runs)."""
+    root = Path(root).resolve()
+    workers = max(1, workers or os.cpu_count() or 1)
+    _alembic_on_path()
+    manifest = _load_manifest(root)
+    jobs, unchanged = _jobs(root, assignment_ids, manifest, force)
+    if unchanged:
+        log(f"{unchanged} submissions unchanged since they were graded: kept")
+    if jobs:
+        # SIGTERM (a scheduler, a closed terminal) stops like Ctrl-C: no kernel left running.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+        try:
+            _run_jobs(root, jobs, workers, limits, manifest, progress, log)
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+    results = []
+    for aid in assignment_ids:
+        for key, entry in sorted(manifest.items()):
+            if key.startswith(f"{aid}/") and (root / "submitted" / entry["student"] / aid).is_dir():
+                results.append(Result(**entry))
+    return results
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _run_jobs(root, jobs, workers, limits, manifest, progress, log) -> None:
+    from tqdm.auto import tqdm
+
+    with tempfile.TemporaryDirectory(prefix="attn-grading-") as tmp:
+        work = Path(tmp)
+        templates, expected = {}, {}
+        for aid in sorted({j.assignment for j in jobs}):
+            templates[aid] = _prepare_template(root, work, aid)
+            expected[aid] = _expected_cells(templates[aid], aid)
+            _register_in_course(root, work, aid)
+        runner = _Runner(root, work, templates, limits)
+        bar = tqdm(total=len(jobs), desc="grading", unit="submission", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        pool = cf.ThreadPoolExecutor(max_workers=workers)
+        try:
+            futures = {pool.submit(runner.run, j, expected[j.assignment]): j for j in jobs}
+            for fut in cf.as_completed(futures):
+                job = futures[fut]
+                try:
+                    result, course = fut.result()
+                except Exception as exc:  # a bug of ours must not stop the class
+                    result = Result(job.student, job.assignment, "crashed",
+                                    f"grading failed: {exc!r}", 0.0,
+                                    float(sum(expected[job.assignment].values())),
+                                    {c.removeprefix("test_"): 0.0
+                                     for (_, c) in expected[job.assignment]}, digest=job.digest)
+                    course = work / "none"
+                _merge(root, result, course, expected[job.assignment])
+                manifest[f"{job.assignment}/{job.student}"] = asdict(result)
+                _save_manifest(root, manifest)
+                shutil.rmtree(course, ignore_errors=True)
+                if result.status != "ok":
+                    bar.write(f"{job.student}/{job.assignment}: {result.status}: {result.reason}")
+                bar.update(1)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            runner.kill_all()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def write_csv(path: Path, results: list[Result]) -> Path:
+    exercises: list[str] = []
+    multi = len({r.assignment for r in results}) > 1
+    for r in results:
+        for e in r.cells:
+            col = f"{r.assignment}:{e}" if multi else e
+            if col not in exercises:
+                exercises.append(col)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["student", "assignment", *exercises, "score", "max_score", "status", "reason"])
+        for r in sorted(results, key=lambda r: (r.student, r.assignment)):
+            cells = {(f"{r.assignment}:{e}" if multi else e): v for e, v in r.cells.items()}
+            w.writerow([r.student, r.assignment, *(cells.get(e, "") for e in exercises),
+                        r.score, r.max_score, r.status, r.reason])
+    return path
+
+
+def summary(results: list[Result]) -> str:
+    rows = [r.row() for r in results]
+    out = [report.format_table(rows)]
+    if rows:
+        out.append("\nPer exercise:\n" + report.format_exercises(rows))
+    flagged = [r for r in results if r.status != "ok" or r.reason]
+    if flagged:
+        out.append("\nNeeds a look:")
+        out += [f"  {r.student}/{r.assignment} [{r.status}] {r.reason}" for r in flagged]
+    return "\n".join(out)

@@ -1,0 +1,219 @@
+"""`attn-course grade` (attn_course.grading): parallel, isolated, under limits, resumable.
+
+One notebook (01_rnn_limits) and one class: two ordinary students, graded also by plain serial
+`nbgrader autograde` for comparison, and a corpus of bad submissions, all graded in one run
+with two workers, a 60 s wall limit and a 2 GiB memory cap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import shutil
+import time
+
+import nbformat
+import pytest
+
+from attn_course import cli, grading, nbgrader_runner, notebooks, report, sample_class
+from attn_course.manifest import assignment
+from conftest import copy_course
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading-pipeline")]
+
+A = assignment("01_rnn_limits")
+LIMITS = grading.Limits(wall_s=60, memory_bytes=2 * grading.GiB)
+GOOD = ["ada_full_marks", "dee_raises_errors"]
+BAD = ["invalid_json", "empty_file", "missing_notebook", "syntax_error", "exception_everywhere",
+       "infinite_loop", "memory_hog", "os_exit", "sys_exit", "tests_edited_to_pass",
+       "tests_deleted", "non_utf8"]
+
+
+def _solutions(course):
+    src = notebooks.read(A.source_notebook(course))
+    return {notebooks.grade_id(c): c.source for c in src.cells if notebooks.is_solution(c)}
+
+
+def _in_last_function(solutions, line):
+    """Every answer right, but the last graded function runs ``line`` first."""
+    answers = dict(solutions)
+    last = list(solutions)[-1]
+    answers[last] = sample_class._insert_after_marker(solutions[last], line)
+    return answers
+
+
+def _tests_changed(nb, change):
+    nb = nbformat.from_dict(nb)
+    nb.cells = [c2 for c in nb.cells
+                if (c2 := change(c) if notebooks.is_graded(c) else c) is not None]
+    return nb
+
+
+def _edit_to_pass(cell):
+    cell.source = "pass"
+    return cell
+
+
+def _corpus(course):
+    """student -> (file contents or notebook or None for no notebook, expected points, a word
+    the reason must contain)."""
+    release = notebooks.read(A.release_notebook(course))
+    solutions = _solutions(course)
+    points = notebooks.graded_cells(notebooks.read(A.source_notebook(course)))
+    total = sum(points.values())
+    last = list(solutions)[-1]
+    without_last = total - points[f"test_{last}"]
+    fill = sample_class.fill
+    full_text = nbformat.writes(fill(release, solutions))
+    latin1 = full_text.encode().replace(b"### BEGIN SOLUTION", b"### BEGIN SOLUTION # caf\xe9", 1)
+    return {
+        "invalid_json": (b'{"cells": [', 0.0, "not valid JSON"),
+        "empty_file": (b"", 0.0, "is an empty file"),
+        "missing_notebook": (None, 0.0, "no notebook"),
+        "syntax_error": (fill(release, {**solutions, last: "def broken(:\n    pass"}),
+                         without_last, "SyntaxError"),
+        "exception_everywhere": (fill(release, {n: 'raise RuntimeError("no")'
+                                                for n in solutions}), 0.0, "RuntimeError"),
+        "infinite_loop": (fill(release, _in_last_function(solutions, "while True: pass")),
+                          without_last, "time limit"),
+        "memory_hog": (fill(release, _in_last_function(
+            solutions, "_hog = bytearray(3 * 1024 ** 3)")), without_last, "memory"),
+        "os_exit": (fill(release, _in_last_function(solutions, "import os; os._exit(1)")),
+                    without_last, "kernel died"),
+        "sys_exit": (fill(release, _in_last_function(solutions, "import sys; sys.exit(3)")),
+                     without_last, "SystemExit"),
+        "tests_edited_to_pass": (_tests_changed(release, _edit_to_pass), 0.0, ""),
+        "tests_deleted": (_tests_changed(fill(release, solutions), lambda c: None), total, ""),
+        "non_utf8": (latin1, 0.0, "not UTF-8 text"),
+    }
+
+
+def _write(course, student, content):
+    folder = course / "submitted" / student / A.id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{A.id}.ipynb"
+    if content is None:
+        (folder / "notes.txt").write_text("I forgot to upload the notebook")
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        nbformat.write(content, str(path))
+
+
+def _good_students(course):
+    sample_class.write_submissions(course, A)
+    for extra in set(sample_class.STUDENTS) - set(GOOD):
+        shutil.rmtree(course / "submitted" / extra)
+
+
+@pytest.fixture(scope="session")
+def graded(tmp_path_factory):
+    """Grade the class once for the whole run (pytest-xdist workers share the outcome through
+    a file, under a lock, as in test_grading_end_to_end)."""
+    shared = tmp_path_factory.getbasetemp().parent / "grading-pipeline"
+    with open(shared.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        outcome = shared / "outcome.json"
+        if not outcome.exists():
+            outcome.write_text(json.dumps(_grade_the_class(shared)))
+        data = json.loads(outcome.read_text())
+    return {
+        "course": shared / "course",
+        "serial": {s: report.Row(**r) for s, r in data["serial"].items()},
+        "results": {s: grading.Result(**r) for s, r in data["results"].items()},
+        "gradebook": {s: report.Row(**r) for s, r in data["gradebook"].items()},
+        "corpus": {s: tuple(v) for s, v in data["corpus"].items()},
+    }
+
+
+def _grade_the_class(base):
+    # the reference: plain serial nbgrader on the ordinary students
+    serial = copy_course(base / "serial")
+    nbgrader_runner.generate_assignment(serial, A.id)
+    _good_students(serial)
+    nbgrader_runner.autograde(serial, A.id)
+    serial_rows = report.read_grades(serial, [A.id])
+
+    course = copy_course(base / "course")
+    _good_students(course)
+    corpus = _corpus(course)
+    for student, (content, _, _) in corpus.items():
+        _write(course, student, content)
+    start = time.perf_counter()
+    results = grading.grade(course, [A.id], workers=2, limits=LIMITS, progress=False)
+    print(f"graded {len(results)} submissions with 2 workers in "
+          f"{time.perf_counter() - start:.0f} s")
+    return {
+        "serial": {r.student: dataclasses.asdict(r) for r in serial_rows},
+        "results": {r.student: dataclasses.asdict(r) for r in results},
+        "gradebook": {r.student: dataclasses.asdict(r)
+                      for r in report.read_grades(course, [A.id])},
+        "corpus": {s: [expected, word] for s, (_, expected, word) in corpus.items()},
+    }
+
+
+def test_every_submission_has_a_result_and_a_gradebook_entry(graded):
+    students = set(GOOD) | set(graded["corpus"])
+    assert set(graded["results"]) == students
+    assert set(graded["gradebook"]) == students
+
+
+@pytest.mark.parametrize("student", GOOD)
+def test_parallel_grades_equal_serial_nbgrader(graded, student):
+    serial = graded["serial"][student]
+    assert graded["gradebook"][student].cells == serial.cells
+    assert graded["gradebook"][student].score == pytest.approx(serial.score)
+    assert graded["results"][student].cells == serial.cells
+    assert graded["results"][student].status == "ok"
+
+
+@pytest.mark.parametrize("student", BAD)
+def test_bad_submission_gets_what_it_earned_and_a_reason(graded, student):
+    expected, word = graded["corpus"][student]
+    result = graded["results"][student]
+    assert result.score == pytest.approx(expected, abs=1e-3), (result.status, result.reason)
+    assert graded["gradebook"][student].score == pytest.approx(expected, abs=1e-3)
+    assert word.lower() in result.reason.lower(), result.reason
+    if word:
+        assert result.status != "ok" or "errors in" in result.reason
+
+
+def test_limits_keep_the_points_of_cells_that_ran(graded):
+    for student in ("infinite_loop", "os_exit"):
+        cells = graded["results"][student].cells
+        full = graded["serial"]["ada_full_marks"].cells
+        assert list(cells.values())[:-1] == list(full.values())[:-1]
+        assert list(cells.values())[-1] == 0
+
+
+def test_resume_grades_only_what_changed(graded, monkeypatch, capsys):
+    course = graded["course"]
+    ran = []
+    real = grading._Runner.run
+
+    def spy(self, job, expected):
+        ran.append(job.student)
+        return real(self, job, expected)
+
+    monkeypatch.setattr(grading._Runner, "run", spy)
+    monkeypatch.setenv("ATTN_COURSE_ROOT", str(course))
+    assert cli.main(["grade", A.id, "--workers", "2"]) == 0
+    assert ran == []
+    out = capsys.readouterr().out
+    assert "unchanged" in out and "ada_full_marks" in out
+    csv_text = (course / "grades.csv").read_text()
+    assert "memory_hog" in csv_text and "status" in csv_text
+
+    release = notebooks.read(A.release_notebook(course))
+    _write(course, "invalid_json", sample_class.fill(release, _solutions(course)))
+    results = {r.student: r for r in grading.grade(course, [A.id], workers=2, progress=False)}
+    assert ran == ["invalid_json"]
+    assert results["invalid_json"].score == A.points and results["invalid_json"].status == "ok"
+    book = {r.student: r for r in report.read_grades(course, [A.id])}
+    assert book["invalid_json"].score == A.points
+    for student, row in graded["gradebook"].items():
+        if student != "invalid_json":
+            assert book[student] == row
+    manifest = json.loads((course / grading.MANIFEST).read_text())
+    assert manifest[f"{A.id}/invalid_json"]["status"] == "ok"
