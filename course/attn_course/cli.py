@@ -177,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name, func, help_, quick=False):
+    def add(name, func, help_, quick=False, ids_help="assignment ids (default: all)"):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("ids", nargs="*", metavar="ID", help="assignment ids (default: all)")
+        p.add_argument("ids", nargs="*", metavar="ID", help=ids_help)
         if quick:
             p.add_argument("--quick", action="store_true",
                            help="shrink the demos as autograding does (fast smoke run)")
@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("release", cmd_release, "regenerate release/ from source/")
     add("validate", cmd_validate, "check the checks against references, stubs and mistakes")
     add("execute", cmd_execute, "run the worked solutions into build/solutions/", quick=True)
-    grade = add("grade", cmd_grade, "autograde submitted/ in parallel and write grades.csv")
+    grade = add("grade", cmd_grade, "autograde submitted/ in parallel and write grades.csv",
+                ids_help="assignment ids to grade (or --all)")
     grade.add_argument("--all", action="store_true", help="every assignment in the manifest")
     grade.add_argument("--workers", type=int, default=None,
                        help="submissions graded at once (default: the number of cores)")
