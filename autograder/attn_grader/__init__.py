@@ -17,13 +17,10 @@ A hidden test cell is two lines::
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 from types import ModuleType
 
-import torch
-
-from attn_grader.framework import Check, CheckFailed, Report
+from attn_grader.framework import Check, CheckFailed, Report, single_threaded
 
 __all__ = ["Check", "CheckFailed", "Report", "check", "grade", "checks_for", "mistakes_for"]
 
@@ -33,7 +30,8 @@ def _part(assignment: str, module: str) -> ModuleType:
 
 
 def checks_for(assignment: str) -> dict:
-    return dict(_part(assignment, "checks").CHECKS)
+    """{graded name: check function}, each run single-threaded."""
+    return {name: single_threaded(fn) for name, fn in _part(assignment, "checks").CHECKS.items()}
 
 
 def mistakes_for(assignment: str) -> dict:
@@ -44,22 +42,9 @@ def reference_for(assignment: str) -> ModuleType:
     return _part(assignment, "reference")
 
 
-@contextlib.contextmanager
-def _single_threaded():
-    # Checks run tiny tensors; on a busy machine extra threads only add contention
-    # (tens of times slower), and the student's own setting is restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def check(assignment: str, name: str, obj) -> Report:
     """Run the check for one graded function or class and return its report."""
-    with _single_threaded():
-        return checks_for(assignment)[name](obj)
+    return checks_for(assignment)[name](obj)
 
 
 def grade(assignment: str, name: str, obj, points: float) -> float:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,23 +26,6 @@ from attn_grader.nb02_seq2seq_bottleneck import reference as ref
 PAD, SOS, EOS = 0, 1, 2
 
 # --- helpers shared with the checks of later notebooks ----------------------------------
-
-
-def single_threaded(check_fn):
-    """Run a check on one intra-op thread. Its tensors are tiny, and on a busy machine
-    PyTorch's thread pool makes tiny ops 50x slower (measured: 2.3 s instead of 0.04 s for the
-    Encoder check with 2 threads under load); the caller's setting is restored."""
-
-    @functools.wraps(check_fn)
-    def wrapper(obj):
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return check_fn(obj)
-        finally:
-            torch.set_num_threads(threads)
-
-    return wrapper
 
 
 def seeded(factory, seed: int):
@@ -749,13 +730,10 @@ def check_exact_match(exact_match) -> Report:
 
 
 CHECKS = {
-    name: single_threaded(fn)
-    for name, fn in {
-        "shift_right": check_shift_right,
-        "Encoder": check_Encoder,
-        "Decoder": check_Decoder,
-        "masked_cross_entropy": check_masked_cross_entropy,
-        "greedy_decode": check_greedy_decode,
-        "exact_match": check_exact_match,
-    }.items()
+    "shift_right": check_shift_right,
+    "Encoder": check_Encoder,
+    "Decoder": check_Decoder,
+    "masked_cross_entropy": check_masked_cross_entropy,
+    "greedy_decode": check_greedy_decode,
+    "exact_match": check_exact_match,
 }

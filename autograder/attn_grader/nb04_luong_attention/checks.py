@@ -25,7 +25,6 @@ from attn_grader.framework import (
 from attn_grader.nb02_seq2seq_bottleneck.checks import (
     build_like,
     seeded,
-    single_threaded,
 )
 from attn_grader.nb04_luong_attention import reference as ref
 
@@ -536,10 +535,7 @@ def check_LuongDecoder(LuongDecoder) -> Report:
 
 
 CHECKS = {
-    name: single_threaded(fn)
-    for name, fn in {
-        "LuongScore": check_LuongScore,
-        "luong_attention": check_luong_attention,
-        "LuongDecoder": check_LuongDecoder,
-    }.items()
+    "LuongScore": check_LuongScore,
+    "luong_attention": check_luong_attention,
+    "LuongDecoder": check_LuongDecoder,
 }
