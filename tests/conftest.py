@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,15 @@ def copy_course(dest: Path) -> Path:
         shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns(
             ".ipynb_checkpoints", "__pycache__"))
     return dest
+
+
+def session_shared_dir(tmp_path_factory, name: str) -> Path:
+    """A folder every pytest-xdist worker of this run sees (and no other run): heavy
+    fixtures compute their outcome once, under a lock, and share it through here."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above the per-worker ones
+    return base / name
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 
 from attn_course import nbgrader_runner, notebooks, report, sample_class
 from attn_grader import check, mistakes_for
-from conftest import ASSIGNMENTS, copy_course
+from conftest import ASSIGNMENTS, copy_course, session_shared_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("nbgrader")]
 
@@ -53,7 +53,7 @@ def graded(tmp_path_factory):
     """Autograde five typical submissions for every assignment; return the grades, the
     expected scores and the course folder. Done once for the whole run: pytest-xdist
     workers share the result through a file, under a lock."""
-    shared = tmp_path_factory.getbasetemp().parent / "graded-course"
+    shared = session_shared_dir(tmp_path_factory, "graded-course")
     with open(shared.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = shared / "results.json"

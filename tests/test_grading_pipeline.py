@@ -3,22 +3,31 @@
 One notebook (01_rnn_limits) and one class: two ordinary students, graded also by plain serial
 `nbgrader autograde` for comparison, and a corpus of bad submissions, all graded in one run
 with two workers, a 60 s wall limit and a 2 GiB memory cap.
+
+The class is graded in a subprocess whose grading, helper and course packages are copies
+(first on PYTHONPATH): one submission in the corpus writes into the grading package on disk,
+and it must be the copy it reaches, never this repository.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import fcntl
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
 
 from attn_course import cli, grading, nbgrader_runner, notebooks, report, sample_class
 from attn_course.manifest import assignment
-from conftest import copy_course
+from conftest import ROOT, copy_course, session_shared_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("grading-pipeline")]
 
@@ -27,7 +36,10 @@ LIMITS = grading.Limits(wall_s=60, memory_bytes=2 * grading.GiB)
 GOOD = ["ada_full_marks", "dee_raises_errors"]
 BAD = ["invalid_json", "empty_file", "missing_notebook", "syntax_error", "exception_everywhere",
        "infinite_loop", "memory_hog", "os_exit", "sys_exit", "tests_edited_to_pass",
-       "tests_deleted", "non_utf8"]
+       "tests_deleted", "non_utf8", "wrong_assignment", "prints_300_mb", "huge_image",
+       "cells_reordered", "cells_inserted", "code_to_markdown", "exercise_deleted",
+       "imports_references", "patches_allclose", "writes_grading_package"]
+PACKAGES = {"course": "attn_course", "autograder": "attn_grader", "utils": "attn_utils"}
 
 
 def _solutions(course):
@@ -55,9 +67,66 @@ def _edit_to_pass(cell):
     return cell
 
 
-def _corpus(course):
+def _move(nb, pick, to_end=True):
+    nb = nbformat.from_dict(nb)
+    i = next(i for i, c in enumerate(nb.cells) if pick(c))
+    cell = nb.cells.pop(i)
+    nb.cells.insert(len(nb.cells) if to_end else 0, cell)
+    return nb
+
+
+def _with_inserted_cells(nb):
+    nb = nbformat.from_dict(nb)
+    cells = []
+    for c in nb.cells:
+        cells.append(c)
+        if notebooks.is_solution(c):
+            cells.append(nbformat.v4.new_markdown_cell("My notes: I tried this twice."))
+            cells.append(nbformat.v4.new_code_cell("scratch = [i * i for i in range(10)]\nscratch"))
+    nb.cells = cells
+    return nb
+
+
+def _to_markdown(nb, gids):
+    nb = nbformat.from_dict(nb)
+    for c in nb.cells:
+        if notebooks.grade_id(c) in gids:
+            c.cell_type = "markdown"
+            c.pop("outputs", None)
+            c.pop("execution_count", None)
+    return nb
+
+
+def _with_image(nb, megabytes):
+    nb = nbformat.from_dict(nb)
+    png = base64.b64encode(os.urandom(megabytes * 3 << 18)).decode()  # about `megabytes` MB
+    cell = next(c for c in nb.cells if c.cell_type == "code" and not notebooks.grade_id(c))
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png})]
+    return nb
+
+
+def _without(nb, gids):
+    nb = nbformat.from_dict(nb)
+    nb.cells = [c for c in nb.cells if notebooks.grade_id(c) not in gids]
+    return nb
+
+
+TAMPER = """
+import pathlib
+import attn_grader
+_fake = (
+    "\\nfrom attn_grader.framework import CaseResult, Report\\n"
+    "CHECKS = {k: (lambda obj, k=k: Report(k, [CaseResult('all', 1.0, True)])) for k in CHECKS}\\n"
+)
+for _root in (pathlib.Path(attn_grader.__file__).parent, pathlib.Path(ORIGINAL)):
+    _checks = _root / "nb01_rnn_limits" / "checks.py"
+    _checks.write_text(_checks.read_text() + _fake)
+"""
+
+
+def _corpus(course, installed):
     """student -> (file contents or notebook or None for no notebook, expected points, a word
-    the reason must contain)."""
+    the reason must contain, a word the flags must contain)."""
     release = notebooks.read(A.release_notebook(course))
     solutions = _solutions(course)
     points = notebooks.graded_cells(notebooks.read(A.source_notebook(course)))
@@ -65,9 +134,14 @@ def _corpus(course):
     last = list(solutions)[-1]
     without_last = total - points[f"test_{last}"]
     fill = sample_class.fill
-    full_text = nbformat.writes(fill(release, solutions))
+    full = fill(release, solutions)
+    full_text = nbformat.writes(full)
     latin1 = full_text.encode().replace(b"### BEGIN SOLUTION", b"### BEGIN SOLUTION # caf\xe9", 1)
-    return {
+    first = list(solutions)[0]
+    other = assignment("02_seq2seq_bottleneck")
+    other_nb = notebooks.read(other.source_notebook(course))
+    stub_first = f"def {first}(*args, **kwargs):\n    return torch.zeros(1)"
+    corpus = {
         "invalid_json": (b'{"cells": [', 0.0, "not valid JSON"),
         "empty_file": (b"", 0.0, "is an empty file"),
         "missing_notebook": (None, 0.0, "no notebook"),
@@ -86,7 +160,29 @@ def _corpus(course):
         "tests_edited_to_pass": (_tests_changed(release, _edit_to_pass), 0.0, ""),
         "tests_deleted": (_tests_changed(fill(release, solutions), lambda c: None), total, ""),
         "non_utf8": (latin1, 0.0, "not UTF-8 text"),
+        "wrong_assignment": (other_nb, 0.0, "notebook of assignment 02_seq2seq_bottleneck"),
+        "prints_300_mb": (fill(release, {**solutions, first: solutions[first] + (
+            "\nfor _ in range(3000):\n    print('x' * 100_000)\n")}), total, ""),
+        "huge_image": (_with_image(full, 30), total, ""),
+        "cells_reordered": (_move(_move(full, notebooks.is_graded),
+                                  lambda c: c.cell_type == "markdown", to_end=False), total, ""),
+        "cells_inserted": (_with_inserted_cells(full), total, ""),
+        "code_to_markdown": (_to_markdown(full, {last, f"test_{first}"}), total, ""),
+        "exercise_deleted": (_without(full, {last, f"test_{last}"}), without_last,
+                             f"put back from the release: {last}, test_{last}"),
+        "imports_references": (fill(release, {
+            n: f"from attn_grader.nb01_rnn_limits.reference import {n}" for n in solutions}),
+            total, ""),
+        "patches_allclose": (fill(release, {first: "torch.allclose = lambda *a, **k: True\n"
+                                            + stub_first}), 0.0, ""),
+        "writes_grading_package": (fill(release, {first: TAMPER.replace(
+            "ORIGINAL", repr(str(installed / "autograder" / "attn_grader"))) + stub_first}),
+            0.0, ""),
     }
+    flags = {"imports_references": "imports the grading package",
+             "patches_allclose": "torch.allclose",
+             "writes_grading_package": "changed files"}
+    return {s: (*v, flags.get(s, "")) for s, v in corpus.items()}
 
 
 def _write(course, student, content):
@@ -111,12 +207,13 @@ def _good_students(course):
 def graded(tmp_path_factory):
     """Grade the class once for the whole run (pytest-xdist workers share the outcome through
     a file, under a lock, as in test_grading_end_to_end)."""
-    shared = tmp_path_factory.getbasetemp().parent / "grading-pipeline"
+    shared = session_shared_dir(tmp_path_factory, "grading-pipeline")
     with open(shared.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         outcome = shared / "outcome.json"
         if not outcome.exists():
-            outcome.write_text(json.dumps(_grade_the_class(shared)))
+            shared.mkdir(parents=True, exist_ok=True)
+            outcome.write_text(json.dumps(_grade_in_subprocess(shared)))
         data = json.loads(outcome.read_text())
     return {
         "course": shared / "course",
@@ -124,10 +221,34 @@ def graded(tmp_path_factory):
         "results": {s: grading.Result(**r) for s, r in data["results"].items()},
         "gradebook": {s: report.Row(**r) for s, r in data["gradebook"].items()},
         "corpus": {s: tuple(v) for s, v in data["corpus"].items()},
+        "installed": Path(data["installed"]),
+        "seconds": data["seconds"],
     }
 
 
-def _grade_the_class(base):
+def _install_copies(base: Path) -> Path:
+    installed = base / "installed"
+    for folder, package in PACKAGES.items():
+        shutil.copytree(ROOT / folder / package, installed / folder / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return installed
+
+
+def _grade_in_subprocess(base: Path) -> dict:
+    installed = _install_copies(base)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [*(str(installed / f) for f in PACKAGES), str(ROOT / "tests")])
+    code = ("import json, pathlib, sys, test_grading_pipeline as t; "
+            "print(json.dumps(t._grade_the_class(pathlib.Path(sys.argv[1]), "
+            "pathlib.Path(sys.argv[2]))))")
+    proc = subprocess.run([sys.executable, "-c", code, str(base), str(installed)], env=env,
+                          capture_output=True, text=True, cwd=base)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _grade_the_class(base, installed):
     # the reference: plain serial nbgrader on the ordinary students
     serial = copy_course(base / "serial")
     nbgrader_runner.generate_assignment(serial, A.id)
@@ -137,19 +258,19 @@ def _grade_the_class(base):
 
     course = copy_course(base / "course")
     _good_students(course)
-    corpus = _corpus(course)
-    for student, (content, _, _) in corpus.items():
+    corpus = _corpus(course, installed)
+    for student, (content, *_) in corpus.items():
         _write(course, student, content)
     start = time.perf_counter()
     results = grading.grade(course, [A.id], workers=2, limits=LIMITS, progress=False)
-    print(f"graded {len(results)} submissions with 2 workers in "
-          f"{time.perf_counter() - start:.0f} s")
     return {
+        "installed": str(installed),
+        "seconds": time.perf_counter() - start,
         "serial": {r.student: dataclasses.asdict(r) for r in serial_rows},
         "results": {r.student: dataclasses.asdict(r) for r in results},
         "gradebook": {r.student: dataclasses.asdict(r)
                       for r in report.read_grades(course, [A.id])},
-        "corpus": {s: [expected, word] for s, (_, expected, word) in corpus.items()},
+        "corpus": {s: [expected, word, flag] for s, (_, expected, word, flag) in corpus.items()},
     }
 
 
@@ -170,13 +291,33 @@ def test_parallel_grades_equal_serial_nbgrader(graded, student):
 
 @pytest.mark.parametrize("student", BAD)
 def test_bad_submission_gets_what_it_earned_and_a_reason(graded, student):
-    expected, word = graded["corpus"][student]
+    expected, word, flag = graded["corpus"][student]
     result = graded["results"][student]
     assert result.score == pytest.approx(expected, abs=1e-3), (result.status, result.reason)
     assert graded["gradebook"][student].score == pytest.approx(expected, abs=1e-3)
     assert word.lower() in result.reason.lower(), result.reason
-    if word:
+    if word and "put back" not in word:
         assert result.status != "ok" or "errors in" in result.reason
+    if flag:
+        assert any(flag in f for f in result.flags), result.flags
+    else:
+        assert result.flags == [], result.flags
+
+
+def test_the_grading_package_written_to_disk_is_put_back(graded):
+    for folder, package in PACKAGES.items():
+        copy = graded["installed"] / folder / package
+        for original in (ROOT / folder / package).rglob("*.py"):
+            assert (copy / original.relative_to(ROOT / folder / package)).read_bytes() \
+                == original.read_bytes(), original
+        assert not [p for p in copy.rglob("*.py")
+                    if not (ROOT / folder / package / p.relative_to(copy)).exists()]
+
+
+def test_flagged_submissions_are_in_the_summary(graded):
+    text = grading.summary(list(graded["results"].values()))
+    assert "imports_references" in text and "imports the grading package" in text
+    assert "writes_grading_package" in text
 
 
 def test_limits_keep_the_points_of_cells_that_ran(graded):

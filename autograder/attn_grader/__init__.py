@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from attn_grader import guard
 from attn_grader.framework import Check, CheckFailed, Report, single_threaded
 
 __all__ = ["Check", "CheckFailed", "Report", "check", "grade", "checks_for", "mistakes_for"]
@@ -54,6 +55,7 @@ def grade(assignment: str, name: str, obj, points: float) -> float:
     credit from the cell's output. A check with nothing right raises, so the student sees
     a plain failure in the notebook.
     """
+    guard.report_tampering()
     report = check(assignment, name, obj)
     print(report)
     if report.fraction == 0:

@@ -23,6 +23,7 @@ import concurrent.futures as cf
 import csv
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -40,10 +41,14 @@ import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.preprocessors import Execute
 
-from attn_course import nbgrader_runner, report
+from attn_course import integrity, nbgrader_runner, notebooks, report
+from attn_grader import guard
 
 MANIFEST = Path("autograded") / ".attn-grading.json"
+#: Where a file changed during grading is kept before the original is put back.
+SET_ASIDE = Path("autograded") / ".attn-changed-during-grading"
 CHECKPOINT_ENV = "ATTN_GRADING_CHECKPOINT"
+JOB_ENV = "ATTN_GRADING_JOB"
 GiB = 1 << 30
 
 
@@ -68,6 +73,7 @@ class Result:
     cells: dict[str, float] = field(default_factory=dict)  # exercise -> points
     seconds: float = 0.0
     digest: str = ""
+    flags: list[str] = field(default_factory=list)  # for a reviewer; the score stands
 
     def row(self) -> report.Row:
         return report.Row(self.student, self.assignment, self.score, self.max_score,
@@ -121,7 +127,7 @@ _LAUNCH = ("import os, resource, sys; cap = int(sys.argv[1]); "
 # --------------------------------------------------------------------------- one submission
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Job:
     student: str
     assignment: str
@@ -252,13 +258,30 @@ def _memory_hit(nb) -> bool:
 
 class _Runner:
     """Runs jobs in subprocesses; remembers the live process groups so that an interrupted
-    run leaves no kernel behind."""
+    run leaves no kernel behind, and when each job ran (to know who could have touched a
+    file that changed)."""
 
-    def __init__(self, root: Path, work: Path, templates: dict[str, Path], limits: Limits):
+    def __init__(self, root: Path, work: Path, templates: dict[str, Path], limits: Limits,
+                 files: integrity.FileGuard):
         self.root, self.work, self.templates, self.limits = root, work, templates, limits
+        self.files = files
+        # the released notebooks of what is graded (to put deleted cells back), and the cell
+        # ids of every assignment in the course (to recognise a notebook of the wrong one)
+        self.releases = {aid: {p.stem: nbformat.read(str(p), as_version=4)
+                               for p in sorted((t / "release" / aid).glob("*.ipynb"))}
+                         for aid, t in templates.items()}
+        self.cell_ids = {d.name: {notebooks.grade_id(c) for p in d.glob("*.ipynb")
+                                  for c in notebooks.read(p).cells if notebooks.grade_id(c)}
+                         for d in sorted((root / "source").iterdir()) if d.is_dir()}
         self.live: set[int] = set()
         self.lock = threading.Lock()
         self.stopping = False
+        self.spans: dict[_Job, list[float]] = {}  # job -> [start, end (inf while running)]
+
+    def running_between(self, t0: float, t1: float) -> list[_Job]:
+        """The jobs that were running at some moment between t0 and t1."""
+        with self.lock:
+            return [j for j, (s, e) in self.spans.items() if s <= t1 and e >= t0]
 
     def kill_all(self) -> None:
         self.stopping = True
@@ -266,31 +289,62 @@ class _Runner:
             for pgid in list(self.live):
                 _killpg(pgid)
 
+    def _prepare(self, job: _Job, course: Path, expected) -> tuple[list[str], list[str]]:
+        """The job's scratch course, written from the remembered copies (not from disk, which
+        another job could have changed). Returns (flags, notes) about the submission."""
+        template = self.templates[job.assignment]
+        config = dict(self.files.snapshot())[(self.root / "nbgrader_config.py").resolve()].decode()
+        (course / "nbgrader_config.py").write_text(
+            config + _CONFIG_TAIL.format(root=str(course)), encoding="utf-8")
+        self.files.copy_tree(template / "source", course / "source")
+        self.files.copy_tree(template / "gradebook.db", course / "gradebook.db")
+        integrity.write_packages(self.files, course / "packages")
+        (course / "ipython" / "profile_default" / "startup").mkdir(parents=True)
+        (course / "ipython" / "profile_default" / "startup" / "00-attn-grader.py").write_text(
+            "import attn_grader.guard as _guard\n_guard.install()\ndel _guard\n")
+        dest = course / "submitted" / job.student / job.assignment
+        shutil.copytree(job.folder, dest, symlinks=True)
+        flags, notes = [], []
+        for name, release in self.releases[job.assignment].items():
+            path = dest / f"{name}.ipynb"
+            if not path.is_file():
+                continue
+            nb = nbformat.read(str(path), as_version=4)
+            flags += integrity.scan(nb)
+            restored = integrity.restore_missing_cells(nb, release)
+            if restored:
+                notes.append("deleted cells put back from the release: " + ", ".join(restored))
+                nbformat.write(nb, str(path))
+        return flags, notes
+
     def run(self, job: _Job, expected: dict[tuple[str, str], float]) -> tuple[Result, Path]:
         start = time.perf_counter()
         course = self.work / "jobs" / f"{job.assignment}--{job.student}"
-        problem = unreadable(job.folder, sorted({nb for (nb, _) in expected}))
+        names = sorted({nb for (nb, _) in expected})
+        problem = unreadable(job.folder, names) or self._wrong_assignment(job, names)
         if problem:
             cells = {c.removeprefix("test_"): 0.0 for (_, c) in expected}
             return Result(job.student, job.assignment, "invalid", problem, 0.0,
                           float(sum(expected.values())), cells, digest=job.digest), course
+        if course.exists():  # a second run of the same job (quarantine)
+            shutil.rmtree(course)
         course.mkdir(parents=True)
-        template = self.templates[job.assignment]
-        config = (self.root / "nbgrader_config.py").read_text(encoding="utf-8")
-        (course / "nbgrader_config.py").write_text(
-            config + _CONFIG_TAIL.format(root=str(course)), encoding="utf-8")
-        shutil.copytree(template / "source", course / "source")
-        shutil.copy2(template / "gradebook.db", course / "gradebook.db")
-        shutil.copytree(job.folder, course / "submitted" / job.student / job.assignment,
-                        symlinks=True)
+        flags, notes = self._prepare(job, course, expected)
         checkpoint = course / "checkpoint.json"
+        integrity_log = course / "integrity.json"
+        token = f"{os.getpid()}-{job.assignment}-{job.student}"
         env = nbgrader_runner._env()
-        env[CHECKPOINT_ENV] = str(checkpoint)
+        env.update({CHECKPOINT_ENV: str(checkpoint), JOB_ENV: token,
+                    guard.LOG_ENV: str(integrity_log),
+                    "IPYTHONDIR": str(course / "ipython"),
+                    "PYTHONPATH": os.pathsep.join(
+                        filter(None, [str(course / "packages"), env.get("PYTHONPATH")]))})
         cmd = [sys.executable, "-c", _LAUNCH, str(int(self.limits.memory_bytes)),
                sys.executable, "-m", "nbgrader", "autograde", job.assignment, "--force",
                f"--student={job.student}"]
         log_path = course / "nbgrader.log"
         timed_out = False
+        began = time.monotonic()
         with open(log_path, "wb") as log:
             with self.lock:  # so that kill_all() cannot miss one being started
                 if self.stopping:
@@ -299,18 +353,62 @@ class _Runner:
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
                 self.live.add(proc.pid)
+                self.spans[job] = [began, math.inf]
             try:
                 proc.wait(timeout=self.limits.wall_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
             finally:
                 _killpg(proc.pid)  # the kernel, and anything the student's code started
+                _kill_leftovers(token)  # and what escaped the group with setsid
                 proc.wait()
                 with self.lock:
                     self.live.discard(proc.pid)
+        self.spans[job][1] = time.monotonic()
         result = self._collect(job, course, expected, proc.returncode, timed_out, _tail(log_path))
+        result.flags = flags + _runtime_flags(integrity_log)
+        private = self._private_changes(course)
+        if private:
+            result.flags.append("changed files of the grading it was given: " + ", ".join(
+                private[:5]) + (" ..." if len(private) > 5 else ""))
+        if notes:
+            result.reason = "; ".join(filter(None, [result.reason, *notes]))
         result.seconds = round(time.perf_counter() - start, 1)
         return result, course
+
+    def _wrong_assignment(self, job: _Job, names: list[str]) -> str:
+        """Why the notebook belongs to another assignment ("" when it does not)."""
+        folder = job.folder
+        present = sorted(p.stem for p in folder.glob("*.ipynb"))
+        named = [n for n in names if n in present]
+        for stem in named or present:
+            try:
+                nb = nbformat.read(str(folder / f"{stem}.ipynb"), as_version=4)
+            except Exception:
+                continue
+            belongs = integrity.assignment_of(nb, self.cell_ids)
+            if belongs and belongs != job.assignment:
+                return (f"{stem}.ipynb is the notebook of assignment {belongs}, not "
+                        f"{job.assignment}: uploaded to the wrong assignment?")
+        if not named:
+            wanted = ", ".join(f"{n}.ipynb" for n in names)
+            return f"no notebook named {wanted} in the submission (found {', '.join(present)})"
+        return ""
+
+    def _private_changes(self, course: Path) -> list[str]:
+        """Files of this job's copy of the grading and helper packages that it changed."""
+        changed = []
+        for name, folder in integrity.package_dirs().items():
+            folder = folder.resolve()
+            want = {p.relative_to(folder): data for p, data in self.files.snapshot()
+                    if folder in p.parents and "__pycache__" not in p.parts}
+            have = {p.relative_to(course / "packages" / name): p
+                    for p in (course / "packages" / name).rglob("*")
+                    if p.is_file() and "__pycache__" not in p.parts}
+            for rel in sorted(set(want) | set(have)):
+                if rel not in have or rel not in want or have[rel].read_bytes() != want[rel]:
+                    changed.append(f"{name}/{rel}")
+        return changed
 
     def _collect(self, job, course, expected, returncode, timed_out, log) -> Result:
         graded_nb = course / "autograded" / job.student / job.assignment
@@ -320,16 +418,11 @@ class _Runner:
         status, reason = "ok", ""
         finished = not timed_out and returncode == 0 and any(graded_nb.glob("*.ipynb"))
         if finished:
-            with Gradebook(report.gradebook_url(course)) as gb:
-                try:
-                    sub = gb.find_submission(job.assignment, job.student)
-                    for nb in sub.notebooks:
-                        for g in nb.grades:
-                            scores[g.cell.name] = float(g.score or 0.0)
-                except MissingEntry:
-                    finished = False
-        if finished:
+            # Scores come from the executed notebook, scored here as nbgrader scores it: the
+            # job's own gradebook is a file the student's code could have written.
             nbs = [nbformat.read(str(p), as_version=4) for p in graded_nb.glob("*.ipynb")]
+            for nb in nbs:
+                scores.update(_score_notebook(nb, len(nb.cells), points))
             if any(_memory_hit(nb) for nb in nbs):
                 status = "limit"
                 reason = (f"ran out of memory (cap {self.limits.memory_bytes / GiB:g} GiB) in a "
@@ -379,6 +472,30 @@ class _Runner:
                       round(sum(cells.values()), 3), max_score,
                       {c.removeprefix("test_"): v for c, v in cells.items()},
                       digest=job.digest)
+
+
+def _runtime_flags(path: Path) -> list[str]:
+    """What the kernel-side guard saw replaced (attn_grader.guard)."""
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(names, list) or not names:
+        return []
+    return ["replaced while it ran: " + ", ".join(str(n) for n in names[:8])
+            + (" ..." if len(names) > 8 else "")]
+
+
+def _kill_leftovers(token: str) -> None:
+    """Kill processes a job started that left its process group (``setsid``): they carry
+    the job's token in their environment."""
+    needle = f"{JOB_ENV}={token}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
 
 
 def _killpg(pgid: int) -> None:
@@ -494,6 +611,23 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _guard_for(root: Path, work: Path) -> integrity.FileGuard:
+    """Everything a submission must not change, remembered before any of them runs."""
+    g = integrity.FileGuard()
+    g.watch(*integrity.package_dirs().values(), *integrity.startup_hooks(),
+            root / "nbgrader_config.py", root / "source", root / "release", root / "submitted",
+            root / "autograded", root / "gradebook.db", work / "template")
+    for d in integrity.site_dirs():
+        g.watch_glob(d, "*.pth")
+    return g
+
+
+def _failed(job: _Job, expected, exc: BaseException) -> Result:
+    return Result(job.student, job.assignment, "crashed", f"grading failed: {exc!r}", 0.0,
+                  float(sum(expected.values())),
+                  {c.removeprefix("test_"): 0.0 for (_, c) in expected}, digest=job.digest)
+
+
 def _run_jobs(root, jobs, workers, limits, manifest, progress, log) -> None:
     from tqdm.auto import tqdm
 
@@ -504,9 +638,23 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log) -> None:
             templates[aid] = _prepare_template(root, work, aid)
             expected[aid] = _expected_cells(templates[aid], aid)
             _register_in_course(root, work, aid)
-        runner = _Runner(root, work, templates, limits)
+        files = _guard_for(root, work)
+        runner = _Runner(root, work, templates, limits, files)
         bar = tqdm(total=len(jobs), desc="grading", unit="submission", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
+        suspects: dict[tuple[str, str], _Job] = {}
+        checked = time.monotonic()
+
+        def accept(job: _Job, result: Result, course: Path) -> None:
+            _merge(root, result, course, expected[job.assignment])
+            key = f"{job.assignment}/{job.student}"
+            manifest[key] = asdict(result)
+            _save_manifest(root, manifest)
+            for written in (root / "autograded" / job.student / job.assignment,
+                            root / "gradebook.db", root / MANIFEST):
+                files.refresh(written)
+            shutil.rmtree(course, ignore_errors=True)
+
         pool = cf.ThreadPoolExecutor(max_workers=workers)
         try:
             futures = {pool.submit(runner.run, j, expected[j.assignment]): j for j in jobs}
@@ -515,25 +663,46 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log) -> None:
                 try:
                     result, course = fut.result()
                 except Exception as exc:  # a bug of ours must not stop the class
-                    result = Result(job.student, job.assignment, "crashed",
-                                    f"grading failed: {exc!r}", 0.0,
-                                    float(sum(expected[job.assignment].values())),
-                                    {c.removeprefix("test_"): 0.0
-                                     for (_, c) in expected[job.assignment]}, digest=job.digest)
-                    course = work / "none"
-                _merge(root, result, course, expected[job.assignment])
-                manifest[f"{job.assignment}/{job.student}"] = asdict(result)
-                _save_manifest(root, manifest)
-                shutil.rmtree(course, ignore_errors=True)
-                if result.status != "ok":
-                    bar.write(f"{job.student}/{job.assignment}: {result.status}: {result.reason}")
+                    result, course = _failed(job, expected[job.assignment], exc), work / "none"
+                changes = files.changes()
+                if changes:
+                    # Someone running since the last check changed a file every grade
+                    # depends on: undo it, and grade everyone who was running again, alone.
+                    files.restore(changes, aside=root / SET_ASIDE)
+                    for other in runner.running_between(checked, time.monotonic()):
+                        suspects[(other.assignment, other.student)] = other
+                        manifest.pop(f"{other.assignment}/{other.student}", None)
+                    bar.write("changed during grading, and put back (the changed versions are "
+                              f"in {root / SET_ASIDE}): "
+                              + ", ".join(str(c) for c in changes[:5])
+                              + f"; {len(suspects)} submissions will be regraded one at a time")
+                checked = time.monotonic()
+                accept(job, result, course)
+                if result.status != "ok" or result.flags:
+                    bar.write(f"{job.student}/{job.assignment}: {result.status}: "
+                              + "; ".join(filter(None, [result.reason, *result.flags])))
                 bar.update(1)
+            for _, job in sorted(suspects.items(), key=lambda kv: kv[0]):  # one at a time
+                try:
+                    result, course = runner.run(job, expected[job.assignment])
+                except Exception as exc:
+                    result, course = _failed(job, expected[job.assignment], exc), work / "none"
+                changes = files.changes()
+                if changes:
+                    files.restore(changes, aside=root / SET_ASIDE)
+                    shown = ", ".join(str(c) for c in changes[:5])
+                    result.flags.append(f"changed files outside its submission (restored): "
+                                        f"{shown}" + (" ..." if len(changes) > 5 else ""))
+                accept(job, result, course)
+                bar.write(f"regraded alone: {job.student}/{job.assignment}: {result.score:g}"
+                          + ("; FLAGGED: " + "; ".join(result.flags) if result.flags else ""))
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             runner.kill_all()
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            files.clean_bytecode()
             bar.close()
 
 
@@ -550,11 +719,12 @@ def write_csv(path: Path, results: list[Result]) -> Path:
                 exercises.append(col)
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["student", "assignment", *exercises, "score", "max_score", "status", "reason"])
+        w.writerow(["student", "assignment", *exercises, "score", "max_score", "status", "reason",
+                    "flags"])
         for r in sorted(results, key=lambda r: (r.student, r.assignment)):
             cells = {(f"{r.assignment}:{e}" if multi else e): v for e, v in r.cells.items()}
             w.writerow([r.student, r.assignment, *(cells.get(e, "") for e in exercises),
-                        r.score, r.max_score, r.status, r.reason])
+                        r.score, r.max_score, r.status, r.reason, " | ".join(r.flags)])
     return path
 
 
@@ -563,8 +733,10 @@ def summary(results: list[Result]) -> str:
     out = [report.format_table(rows)]
     if rows:
         out.append("\nPer exercise:\n" + report.format_exercises(rows))
-    flagged = [r for r in results if r.status != "ok" or r.reason]
+    flagged = [r for r in results if r.status != "ok" or r.reason or r.flags]
     if flagged:
         out.append("\nNeeds a look:")
-        out += [f"  {r.student}/{r.assignment} [{r.status}] {r.reason}" for r in flagged]
+        for r in flagged:
+            out.append(f"  {r.student}/{r.assignment} [{r.status}] {r.reason}".rstrip())
+            out += [f"      FLAG for review: {f}" for f in r.flags]
     return "\n".join(out)

@@ -1,0 +1,157 @@
+"""The pieces of grading integrity, one by one (the whole is in test_grading_pipeline)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import nbformat
+import pytest
+
+from attn_course import integrity, notebooks
+from conftest import ASSIGNMENTS, ROOT, assignment_params
+
+# --------------------------------------------------------------------------- static scan
+
+
+@pytest.mark.parametrize("code, flag", [
+    ("from attn_grader.nb01_rnn_limits.reference import rnn_step", "imports the grading package"),
+    ("import attn_grader", "imports the grading package"),
+    ("import torch\ntorch.allclose = lambda *a, **k: True", "replaces torch.allclose"),
+    ("import torch as T\nT.Tensor.__eq__ = None", "replaces T.Tensor.__eq__"),
+    ("from torch import nn\nnn.functional.softmax = print", "monkeypatches torch"),
+    ("import numpy as np\nsetattr(np, 'isclose', None)", "calls setattr on np"),
+    ("import builtins\nbuiltins.isinstance = None", "replaces builtins.isinstance"),
+    ("__builtins__.print = None", "monkeypatches builtins"),
+    ("import importlib, torch\nimportlib.reload(torch)", "reloads a module"),
+    ("import sys\nsys.modules['attn'] = None", "uses sys.modules"),
+    ("__import__('attn_grader')", "names the grading package"),
+])
+def test_scan_flags_tampering(code, flag):
+    flags = integrity.scan_source(code)
+    assert any(flag in f for f in flags), flags
+
+
+@pytest.mark.parametrize("code", [
+    "import torch\nx = torch.zeros(3)\nx[0] = 1",
+    "import matplotlib.pyplot as plt\nplt.rcParams['figure.dpi'] = 80",
+    "class A:\n    def __init__(self):\n        self.w = 1",
+    "import torch\ntorch.set_num_threads(1)",
+    "def broken(:\n    pass",
+])
+def test_scan_leaves_ordinary_code_alone(code):
+    assert integrity.scan_source(code) == []
+
+
+@pytest.mark.parametrize("a", assignment_params())
+def test_no_notebook_of_the_course_is_flagged(a):
+    for path in (a.source_notebook(ROOT), a.release_notebook(ROOT)):
+        assert integrity.scan(notebooks.read(path)) == []
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_file_guard_notices_and_undoes_changes_keeping_them_aside(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("A = 1\n")
+    (pkg / "sub" / "b.py").write_text("B = 2\n")
+    (pkg / "gone.py").write_text("G = 3\n")
+    guard = integrity.FileGuard()
+    guard.watch(pkg)
+    assert guard.changes() == []
+
+    (pkg / "a.py").write_text("A = 'tampered'\n")
+    (pkg / "planted.py").write_text("evil = True\n")
+    (pkg / "gone.py").unlink()
+    (pkg / "sub" / "__pycache__").mkdir()
+    (pkg / "sub" / "__pycache__" / "b.cpython-311.pyc").write_bytes(b"bytecode")
+    found = {(c.path.name, c.kind) for c in guard.changes()}
+    assert found == {("a.py", "changed"), ("planted.py", "added"), ("gone.py", "removed")}
+
+    aside = tmp_path / "aside"
+    guard.restore(guard.changes(), aside=aside)
+    assert (pkg / "a.py").read_text() == "A = 1\n"
+    assert (pkg / "gone.py").read_text() == "G = 3\n"
+    assert not (pkg / "planted.py").exists()
+    kept = {p.name: p.read_text() for p in aside.rglob("*.py")}
+    assert kept == {"a.py": "A = 'tampered'\n", "planted.py": "evil = True\n"}
+    assert guard.changes() == []
+
+    guard.clean_bytecode()
+    assert not (pkg / "sub" / "__pycache__" / "b.cpython-311.pyc").exists()
+
+
+def test_file_guard_accepts_what_the_grader_writes(tmp_path):
+    (tmp_path / "book.db").write_bytes(b"v1")
+    guard = integrity.FileGuard()
+    guard.watch(tmp_path / "book.db")
+    (tmp_path / "book.db").write_bytes(b"v2")
+    guard.refresh(tmp_path / "book.db")
+    assert guard.changes() == []
+
+
+def test_private_packages_come_from_memory_not_from_disk(tmp_path):
+    guard = integrity.FileGuard()
+    folder = tmp_path / "attn_grader"
+    folder.mkdir()
+    (folder / "checks.py").write_text("GOOD = True\n")
+    guard.watch(folder)
+    (folder / "checks.py").write_text("GOOD = False\n")  # another job got there first
+    guard.copy_tree(folder, tmp_path / "copy")
+    assert (tmp_path / "copy" / "checks.py").read_text() == "GOOD = True\n"
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def _ids(nb):
+    return [notebooks.grade_id(c) for c in nb.cells if notebooks.grade_id(c)]
+
+
+@pytest.mark.parametrize("a", assignment_params())
+def test_deleted_solution_and_test_are_put_back_in_place(a):
+    release = notebooks.read(a.release_notebook(ROOT))
+    names = notebooks.graded_names(release)
+    gone = {names[0], f"test_{names[0]}", names[-1], f"test_{names[-1]}"}
+    nb = nbformat.from_dict(release)
+    nb.cells = [c for c in nb.cells if notebooks.grade_id(c) not in gone]
+    restored = integrity.restore_missing_cells(nb, release)
+    assert set(restored) == gone
+    assert _ids(nb) == _ids(release)
+
+
+def test_a_notebook_is_recognised_as_its_own_assignment():
+    ids = {a.id: set(_ids(notebooks.read(a.source_notebook(ROOT)))) for a in ASSIGNMENTS}
+    for a in ASSIGNMENTS:
+        nb = notebooks.read(a.release_notebook(ROOT))
+        assert integrity.assignment_of(nb, ids) == a.id
+    assert integrity.assignment_of(nbformat.v4.new_notebook(), ids) is None
+
+
+# --------------------------------------------------------------------------- kernel side
+
+
+def test_guard_sees_replacements_and_caps_output():
+    code = textwrap.dedent("""
+        import io, sys
+        import attn_grader.guard as g
+        sys.stdout = io.StringIO()
+        g.install(cap=1000)
+        assert g.tampered() == []
+        import torch, attn_grader
+        torch.allclose = lambda *a, **k: True
+        attn_grader.grade = lambda *a, **k: 10
+        print("x" * 5000)
+        out = sys.stdout.getvalue()
+        sys.stdout = sys.__stdout__
+        print(g.tampered())
+        print(len(out) < 1200, "cut at 1000 bytes" in out)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-2] == "['attn_grader.grade', 'torch.allclose']"
+    assert lines[-1] == "True True"
