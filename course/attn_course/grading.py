@@ -451,6 +451,10 @@ class _Runner:
                 only = sorted({n for (n, _) in expected})
                 if len(only) == 1:  # keep what ran, for feedback and review
                     nbformat.write(nb, str(graded_nb / f"{only[0]}.ipynb"))
+                for extra in job.folder.iterdir():  # timestamp.txt etc.: release_feedback
+                    if extra.is_file() and extra.suffix != ".ipynb" \
+                            and not (graded_nb / extra.name).exists():
+                        shutil.copy2(extra, graded_nb / extra.name)
             ran = "the points of the test cells that ran before are kept" if checkpoint_exists \
                 else "nothing ran, so no points"
             if timed_out:
