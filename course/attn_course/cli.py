@@ -3,11 +3,13 @@
     attn-course release  [ID ...]     regenerate release/ from source/ with nbgrader
     attn-course validate [ID ...]     the tests of the tests (checks vs reference, stub, mistakes)
     attn-course execute  [ID ...]     run the worked solutions into build/solutions/
+    attn-course collect  ZIP [ID]     bring an LMS zip of submissions into submitted/
     attn-course grade    ID...|--all  autograde what is new in submitted/ (in parallel, under
                                       limits), print the grades and write grades.csv
     attn-course feedback [ID ...]     HTML feedback for graded submissions (hidden tests removed)
     attn-course sample   [ID ...]     release, run the solutions, grade the bundled sample class
     attn-course book     [ID ...]     the worked solutions as a static site in build/book/
+    attn-course bench    [PART ...]   measure the budgets into docs/benchmarks/results.{md,json}
     attn-course lab                   copy release/ to workspace/ and open JupyterLab there
 
 No ID means every assignment in the manifest, in course order.
@@ -63,6 +65,21 @@ def cmd_execute(args) -> int:
         out = out_dir / f"{a.id}.ipynb"
         _, seconds = execute_notebook(a.source_notebook(root), out, quick=args.quick)
         _say(f"executed {a.id} in {seconds:.0f} s -> {out.relative_to(root)}")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    from attn_course import collect
+
+    root = course_root()
+    regexp = args.regexp or collect.PRESETS[args.lms]
+    try:
+        outcome = collect.collect(root, args.zip, args.id, regexp)
+    except collect.CollectError as exc:
+        raise SystemExit(f"attn-course collect: {exc}") from None
+    _say(collect.summary(outcome, root))
+    if not outcome.collected:
+        raise SystemExit("attn-course collect: no notebook was collected (see above)")
     return 0
 
 
@@ -160,6 +177,15 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from attn_course import benchmarks
+
+    md, js = benchmarks.run(course_root(), args.parts or None, smoke=args.smoke,
+                            out_dir=args.out, log=_say)
+    _say(f"benchmark results -> {md}\n                     {js}")
+    return 0
+
+
 def cmd_lab(args) -> int:
     root = course_root()
     workspace = root / "workspace"
@@ -189,6 +215,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("release", cmd_release, "regenerate release/ from source/")
     add("validate", cmd_validate, "check the checks against references, stubs and mistakes")
     add("execute", cmd_execute, "run the worked solutions into build/solutions/", quick=True)
+    col = sub.add_parser(
+        "collect", help="an LMS zip of submissions into submitted/ (nbgrader zip_collect)",
+        description="Unpack an LMS 'download all submissions' zip into "
+                    "submitted/<student>/<ID>/<ID>.ipynb with nbgrader zip_collect, one "
+                    "notebook per student, and say what was collected and what was skipped.")
+    col.add_argument("zip", type=Path, metavar="ZIP", help="the zip downloaded from the LMS")
+    col.add_argument("id", nargs="?", metavar="ID",
+                     help="the assignment (default: the one the notebook names contain)")
+    col.add_argument("--lms", choices=["canvas", "moodle"], default="canvas",
+                     help="the LMS's file naming (default: %(default)s)")
+    col.add_argument("--regexp", default=None,
+                     help="your own file naming: a Python regular expression matched against "
+                          "the path inside the zip, with the named groups (?P<student_id>...) "
+                          "and (?P<file_id>...) (overrides --lms)")
+    col.set_defaults(func=cmd_collect)
     grade = add("grade", cmd_grade, "autograde submitted/ in parallel and write grades.csv",
                 ids_help="assignment ids to grade (or --all)")
     grade.add_argument("--all", action="store_true", help="every assignment in the manifest")
@@ -204,6 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("feedback", cmd_feedback, "generate HTML feedback for graded submissions")
     add("book", cmd_book, "build the worked solutions as a static site in build/book/", quick=True)
     add("sample", cmd_sample, "release, run the solutions, grade the sample class", quick=True)
+    bench = sub.add_parser("bench", help="measure the course's budgets (docs/benchmarks/)")
+    bench.add_argument("parts", nargs="*", metavar="PART",
+                       help="notebooks, outcomes, class_grading, modules (default: all)")
+    bench.add_argument("--smoke", action="store_true",
+                       help="tiny sizes: checks the plumbing in seconds, not the budgets")
+    bench.add_argument("--out", type=Path, default=None,
+                       help="folder for results.md/.json (default: docs/benchmarks)")
+    bench.set_defaults(func=cmd_bench)
     lab = sub.add_parser("lab", help="open JupyterLab on a working copy of release/ "
                                      "(other options go to jupyter lab)")
     lab.set_defaults(func=cmd_lab)
