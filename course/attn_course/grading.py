@@ -45,8 +45,9 @@ from attn_course import integrity, nbgrader_runner, notebooks, report
 from attn_grader import guard
 
 MANIFEST = Path("autograded") / ".attn-grading.json"
-#: Where a file changed during grading is kept before the original is put back.
-SET_ASIDE = Path("autograded") / ".attn-changed-during-grading"
+#: Where a file changed during grading is kept before the original is put back (outside
+#: every watched folder, so keeping it is not itself a change).
+SET_ASIDE = Path("changed-during-grading")
 CHECKPOINT_ENV = "ATTN_GRADING_CHECKPOINT"
 JOB_ENV = "ATTN_GRADING_JOB"
 GiB = 1 << 30
