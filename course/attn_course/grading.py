@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -39,16 +40,15 @@ from pathlib import Path
 
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
-from nbgrader.preprocessors import Execute
 
 from attn_course import integrity, nbgrader_runner, notebooks, report
+from attn_course.grading_job import CHECKPOINT_ENV, CheckpointExecute  # noqa: F401
 from attn_grader import guard
 
 MANIFEST = Path("autograded") / ".attn-grading.json"
 #: Where a file changed during grading is kept before the original is put back (outside
 #: every watched folder, so keeping it is not itself a change).
 SET_ASIDE = Path("changed-during-grading")
-CHECKPOINT_ENV = "ATTN_GRADING_CHECKPOINT"
 JOB_ENV = "ATTN_GRADING_JOB"
 GiB = 1 << 30
 
@@ -84,34 +84,13 @@ class Result:
 # --------------------------------------------------------------------------- the executor
 
 
-class CheckpointExecute(Execute):
-    """nbgrader's executor, writing the notebook to ``$ATTN_GRADING_CHECKPOINT`` after every
-    cell, so that a run killed at a limit still shows which test cells ran and how."""
-
-    def _checkpoint(self, last: int) -> None:
-        path = os.environ.get(CHECKPOINT_ENV)
-        if not path:
-            return
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"last": last, "nb": self.nb}, f)
-        os.replace(tmp, path)
-
-    def preprocess_cell(self, cell, resources, index):
-        if index == 0:
-            self._checkpoint(-1)
-        result = super().preprocess_cell(cell, resources, index)
-        self._checkpoint(index)
-        return result
-
-
 _CONFIG_TAIL = '''
 
 # ---- added by attn_course.grading for this one submission
 from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,
                                     LimitOutput, SaveAutoGrades)
-from attn_course.grading import CheckpointExecute
+from attn_course.grading_job import CheckpointExecute
 c.Autograde.autograde_preprocessors = [
     CheckpointExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
     AssignLatePenalties, CheckCellMetadata,
@@ -119,10 +98,82 @@ c.Autograde.autograde_preprocessors = [
 c.CourseDirectory.root = {root!r}
 '''
 
-# Sets the memory cap, then becomes nbgrader (no preexec_fn: the pool runs in threads).
-_LAUNCH = ("import os, resource, sys; cap = int(sys.argv[1]); "
-           "resource.setrlimit(resource.RLIMIT_AS, (cap, cap)); "
-           "os.execv(sys.argv[2], sys.argv[2:])")
+class _Forked:
+    """One nbgrader run forked by the zygote: ``pid`` leads its own process group."""
+
+    def __init__(self):
+        self.started, self.done = threading.Event(), threading.Event()
+        self.pid = 0
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self.done.wait(timeout):
+            raise subprocess.TimeoutExpired("nbgrader", timeout)
+        return self.returncode
+
+
+class _Zygote:
+    """A process that has imported nbgrader once and forks a fresh ``nbgrader autograde``
+    per submission (``attn_course.grading_job.zygote``): each job then starts in
+    milliseconds instead of seconds of imports. Started after the files are remembered,
+    so what it imported is what the guard holds."""
+
+    def __init__(self, env: dict[str, str]):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from attn_course.grading_job import zygote; zygote()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.lock = threading.Lock()
+        self.jobs: dict[int, _Forked] = {}
+        self.count = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            msg = json.loads(line)
+            with self.lock:
+                job = self.jobs.get(msg["id"])
+                if job is not None and "exit" in msg:
+                    del self.jobs[msg["id"]]
+            if job is None:
+                continue
+            if "pid" in msg:
+                job.pid = msg["pid"]
+                job.started.set()
+            else:
+                job.returncode = msg["exit"]
+                job.done.set()
+        with self.lock:  # the zygote is gone: nothing more will be reported
+            lost, self.jobs = list(self.jobs.values()), {}
+        for job in lost:
+            job.returncode = -signal.SIGKILL if job.returncode is None else job.returncode
+            job.started.set()
+            job.done.set()
+
+    def start(self, argv: list[str], cwd: Path, env: dict[str, str], log: Path,
+              cap: int) -> _Forked:
+        job = _Forked()
+        with self.lock:
+            self.count += 1
+            self.jobs[self.count] = job
+            request = {"id": self.count, "argv": argv, "cwd": str(cwd), "env": env,
+                       "log": str(log), "cap": cap}
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        job.started.wait()
+        if not job.pid:
+            raise RuntimeError("the grading zygote died")
+        return job
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 # --------------------------------------------------------------------------- one submission
@@ -151,15 +202,33 @@ def submission_digest(folder: Path, source: Path) -> str:
     return h.hexdigest()
 
 
-def _prepare_template(root: Path, work: Path, assignment_id: str) -> Path:
-    """A scratch course with a clean gradebook for one assignment (cells, points)."""
-    course = work / "template" / assignment_id
-    course.mkdir(parents=True)
-    shutil.copy2(root / "nbgrader_config.py", course / "nbgrader_config.py")
-    shutil.copytree(root / "source" / assignment_id, course / "source" / assignment_id,
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    nbgrader_runner.generate_assignment(course, assignment_id)
-    return course
+def _prepare_templates(root: Path, work: Path, assignment_ids: list[str],
+                       zygote: _Zygote) -> dict[str, Path]:
+    """A scratch course with a clean gradebook for each assignment (cells, points), made by
+    ``nbgrader generate_assignment`` forked from the zygote, all at once.
+
+    Each starts from a copy of one empty gradebook: nbgrader creating a gradebook runs
+    ``alembic heads`` in a subprocess (about 3 s), once here instead of once per assignment."""
+    empty = work / "empty-gradebook.db"
+    with Gradebook(f"sqlite:///{empty}"):
+        pass
+    env = nbgrader_runner._env()
+    courses, runs = {}, {}
+    for aid in assignment_ids:
+        course = courses[aid] = work / "template" / aid
+        course.mkdir(parents=True)
+        shutil.copy2(root / "nbgrader_config.py", course / "nbgrader_config.py")
+        shutil.copytree(root / "source" / aid, course / "source" / aid,
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+        shutil.copy2(empty, course / "gradebook.db")
+        runs[aid] = zygote.start(["generate_assignment", aid, "--force"], course, env,
+                                 course / "generate.log", resource.RLIM_INFINITY)
+    for aid, run in runs.items():
+        if run.wait() != 0:
+            raise nbgrader_runner.NbgraderError(
+                f"`nbgrader generate_assignment {aid}` failed in {courses[aid]} (exit "
+                f"{run.returncode}):\n{_tail(courses[aid] / 'generate.log', 3000)}")
+    return courses
 
 
 def _register_in_course(root: Path, work: Path, assignment_id: str) -> None:
@@ -167,6 +236,22 @@ def _register_in_course(root: Path, work: Path, assignment_id: str) -> None:
     nbgrader_runner.nbgrader(
         root, "generate_assignment", assignment_id, "--force",
         f"--CourseDirectory.release_directory={work / 'release-scratch'}")
+
+
+def _registered_alike(root: Path, template: Path, assignment_id: str) -> bool:
+    """Whether the course gradebook already has this assignment with the same notebooks and
+    graded cells as a fresh ``generate_assignment`` (as after ``attn-course release``)."""
+    def shape(course: Path):
+        with Gradebook(report.gradebook_url(course)) as gb:
+            try:
+                a = gb.find_assignment(assignment_id)
+            except MissingEntry:
+                return None
+            return sorted((nb.name, c.name, float(c.max_score), c.cell_type)
+                          for nb in a.notebooks for c in nb.grade_cells)
+
+    wanted = shape(template)
+    return wanted is not None and (root / "gradebook.db").exists() and shape(root) == wanted
 
 
 def unreadable(folder: Path, notebook_names: list[str]) -> str:
@@ -274,6 +359,7 @@ class _Runner:
         self.cell_ids = {d.name: {notebooks.grade_id(c) for p in d.glob("*.ipynb")
                                   for c in notebooks.read(p).cells if notebooks.grade_id(c)}
                          for d in sorted((root / "source").iterdir()) if d.is_dir()}
+        self.zygote: _Zygote | None = None  # set by _run_jobs
         self.live: set[int] = set()
         self.lock = threading.Lock()
         self.stopping = False
@@ -340,19 +426,16 @@ class _Runner:
                     "IPYTHONDIR": str(course / "ipython"),
                     "PYTHONPATH": os.pathsep.join(
                         filter(None, [str(course / "packages"), env.get("PYTHONPATH")]))})
-        cmd = [sys.executable, "-c", _LAUNCH, str(int(self.limits.memory_bytes)),
-               sys.executable, "-m", "nbgrader", "autograde", job.assignment, "--force",
-               f"--student={job.student}"]
+        argv = ["autograde", job.assignment, "--force", f"--student={job.student}"]
         log_path = course / "nbgrader.log"
         timed_out = False
         began = time.monotonic()
-        with open(log_path, "wb") as log:
+        with open(log_path, "wb"):  # the child appends to it
             with self.lock:  # so that kill_all() cannot miss one being started
                 if self.stopping:
                     raise KeyboardInterrupt
-                proc = subprocess.Popen(cmd, cwd=course, env=env, stdout=log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+                proc = self.zygote.start(argv, course, env, log_path,
+                                         int(self.limits.memory_bytes))
                 self.live.add(proc.pid)
                 self.spans[job] = [began, math.inf]
             try:
@@ -638,13 +721,20 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log) -> None:
 
     with tempfile.TemporaryDirectory(prefix="attn-grading-") as tmp:
         work = Path(tmp)
-        templates, expected = {}, {}
-        for aid in sorted({j.assignment for j in jobs}):
-            templates[aid] = _prepare_template(root, work, aid)
-            expected[aid] = _expected_cells(templates[aid], aid)
-            _register_in_course(root, work, aid)
+        zygote = _Zygote(nbgrader_runner._env())
+        try:
+            templates = _prepare_templates(root, work, sorted({j.assignment for j in jobs}),
+                                           zygote)
+        except BaseException:
+            zygote.close()
+            raise
+        expected = {aid: _expected_cells(t, aid) for aid, t in templates.items()}
+        for aid, template in templates.items():
+            if not _registered_alike(root, template, aid):
+                _register_in_course(root, work, aid)
         files = _guard_for(root, work)
         runner = _Runner(root, work, templates, limits, files)
+        runner.zygote = zygote
         bar = tqdm(total=len(jobs), desc="grading", unit="submission", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         suspects: dict[tuple[str, str], _Job] = {}
@@ -707,6 +797,7 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log) -> None:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            runner.zygote.close()
             files.clean_bytecode()
             bar.close()
 

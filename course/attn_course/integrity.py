@@ -28,6 +28,8 @@ import nbformat
 
 from attn_course import notebooks
 
+_PARSE = threading.Lock()
+
 #: Module roots whose attributes student code has no business replacing.
 GUARDED_MODULES = {"torch", "numpy", "builtins", "math", "attn_grader", "attn_utils", "nbgrader"}
 
@@ -66,7 +68,8 @@ def _dotted(node: ast.AST) -> str:
 def scan_source(code: str) -> list[str]:
     """Why a reviewer should look at this code; [] when nothing stands out."""
     try:
-        tree = ast.parse(code)
+        with _PARSE:  # ast.parse is not thread-safe on Python 3.11 (CPython gh-106905)
+            tree = ast.parse(code)
     except SyntaxError:
         return []  # it cannot run either; nbgrader reports the SyntaxError
     aliases = _module_aliases(tree)

@@ -1,0 +1,125 @@
+"""What runs inside a grading job's nbgrader process, kept light: no torch, no grading
+package (``attn_course.grading`` imports both), so that a job starts fast.
+
+- :class:`CheckpointExecute`: nbgrader's executor, checkpointing after every cell;
+- :func:`zygote`: one process that imports nbgrader once and forks a fresh
+  ``nbgrader autograde`` per submission (``attn_course.grading._Zygote`` drives it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+
+from nbgrader.preprocessors import Execute
+
+CHECKPOINT_ENV = "ATTN_GRADING_CHECKPOINT"
+
+
+class CheckpointExecute(Execute):
+    """nbgrader's executor, writing the notebook to ``$ATTN_GRADING_CHECKPOINT`` after every
+    cell, so that a run killed at a limit still shows which test cells ran and how."""
+
+    def _checkpoint(self, last: int) -> None:
+        path = os.environ.get(CHECKPOINT_ENV)
+        if not path:
+            return
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:  # dumps: the C encoder, 2-3x faster
+            f.write(json.dumps({"last": last, "nb": self.nb}))
+        os.replace(tmp, path)
+
+    def preprocess_cell(self, cell, resources, index):
+        if index == 0:
+            self._checkpoint(-1)
+        result = super().preprocess_cell(cell, resources, index)
+        self._checkpoint(index)
+        return result
+
+
+def no_rfc3987() -> None:
+    """jsonschema (imported by nbformat) builds a Lark grammar for IRIs at import when
+    ``rfc3987_syntax`` is installed: about 2 s of CPU in every process, for a format that
+    no notebook schema uses. jsonschema imports it under ``suppress(ImportError)``."""
+    sys.modules.setdefault("rfc3987_syntax", None)
+
+
+def _run_nbgrader(argv: list[str], cwd: str, env: dict, log_path: str, cap: int) -> int:
+    if cap > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.stdout = open(1, "w", closefd=False, buffering=1)
+    sys.stderr = open(2, "w", closefd=False, buffering=1)
+    sys.argv = ["nbgrader", *argv]
+    from nbgrader.apps.nbgraderapp import main
+
+    try:
+        code = main()
+    except SystemExit as exc:
+        code = exc.code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return code if isinstance(code, int) else (0 if code is None else 1)
+
+
+def zygote() -> None:
+    """Import nbgrader once, then fork one ``nbgrader <argv>`` per request.
+
+    One JSON object per line. In, on stdin: ``{"id", "argv", "cwd", "env", "log", "cap"}``.
+    Out, on stdout: ``{"id", "pid"}`` once forked (the child leads its own session, so
+    ``killpg(pid)`` reaches it and its kernel) and ``{"id", "exit"}`` once it is reaped (as
+    ``subprocess`` reports it: ``-N`` for a signal). Ends when stdin closes and every child
+    has been reaped. Single-threaded, so forking is safe."""
+    import select
+
+    no_rfc3987()
+    import nbconvert.preprocessors  # noqa: F401
+    import nbgrader.apps.nbgraderapp  # noqa: F401 (imports every app)
+    import nbgrader.preprocessors  # noqa: F401
+
+    inp = sys.stdin.fileno()
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    running: dict[int, object] = {}
+    pending, reading = b"", True
+    while reading or running:
+        ready, _, _ = select.select([inp] if reading else [], [], [], 0.05)
+        if ready:
+            data = os.read(inp, 65536)
+            reading = bool(data)
+            pending += data
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                req = json.loads(line)
+                pid = os.fork()
+                if pid == 0:
+                    code = 70
+                    try:
+                        os.setsid()
+                        out.close()
+                        code = _run_nbgrader(req["argv"], req["cwd"], req["env"], req["log"],
+                                             req["cap"])
+                    except BaseException:
+                        import traceback
+
+                        traceback.print_exc()
+                    finally:
+                        os._exit(code)
+                running[pid] = req["id"]
+                out.write(json.dumps({"id": req["id"], "pid": pid}) + "\n")
+        while running:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            job = running.pop(pid, None)
+            if job is not None:
+                out.write(json.dumps({"id": job, "exit": os.waitstatus_to_exitcode(status)})
+                          + "\n")
