@@ -1,0 +1,357 @@
+"""A synthetic class graded twice on the same data in the same run: by the course's pipeline
+(:func:`attn_course.grading.grade`, parallel and isolated) and by plain serial
+``nbgrader autograde`` (one command per assignment over the whole class, nbgrader's normal
+usage). Reports the speed-up (plain / ours) against the budget, and proves that both wrote
+the same grade for every student, assignment and graded cell.
+
+The class is built deterministically from source/ and release/ (no randomness outside a
+seeded generator per student and assignment): a mix of full marks, partial work (different
+subsets, some with catalogued mistakes), blank hand-ins and broken ones (exceptions, a syntax
+error, a catalogued mistake everywhere). No infinite loops or memory bombs: plain nbgrader has
+no total time or memory limit, so they would measure the limits, not the throughput; and no
+unreadable files, which ours marks invalid without running anything, so they would not
+compare like with like (tests/test_grading_pipeline.py covers all three).
+
+Environment overrides for experiments: ``ATTN_BENCH_STUDENTS`` (class size),
+``ATTN_BENCH_ASSIGNMENTS`` (comma-separated ids), ``ATTN_BENCH_WORKERS``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import nbformat
+
+from attn_course import grading, nbgrader_runner, notebooks, report, sample_class
+from attn_course.manifest import Assignment, assignment, assignments
+
+BUDGET = 1.8
+FULL_STUDENTS = 40
+SMOKE_STUDENTS = 3
+SMOKE_ASSIGNMENT = "03_qkv_lookup"
+#: rough serial seconds per submission, only for the up-front estimate in the log
+SECONDS_PER_SUBMISSION = 9.0
+
+#: the class mix, one cycle of 20 students: 8 full (40%), 5 partial (25%), 3 blank (15%),
+#: 4 broken (20%); a class of n students takes the first n of the repeated cycle, which
+#: starts with one of each kind so that a small class is a mix too
+CYCLE = ("full", "broken", "partial", "blank", "full", "partial", "full", "broken", "full",
+         "partial", "blank", "full", "broken", "partial", "full", "blank", "full", "partial",
+         "broken", "full")
+assert len(CYCLE) == 20 and CYCLE.count("full") == 8 and CYCLE.count("partial") == 5
+assert CYCLE.count("blank") == 3 and CYCLE.count("broken") == 4
+
+
+# --------------------------------------------------------------------------- the class
+
+
+def _mistake_source(assignment_id: str, name: str, index: int) -> str | None:
+    """A catalogued mistake for ``name`` as a student's cell would hold it (None if the
+    catalogue has none)."""
+    from attn_grader import mistakes_for
+
+    listed = mistakes_for(assignment_id).get(name) or []
+    if not listed:
+        return None
+    impl = listed[index % len(listed)].impl
+    return f"from {impl.__module__} import {impl.__name__} as {name}"
+
+
+def answers_for(kind: str, variant: int, rng: random.Random, assignment_id: str,
+                solutions: dict[str, str]) -> tuple[dict[str, str], str]:
+    """What one student hands in (solution cell -> source) and a short description."""
+    names = list(solutions)
+    if kind == "full":
+        return dict(solutions), "every exercise right"
+    if kind == "blank":
+        return {}, "the released notebook as is"
+    if kind == "partial":
+        k = rng.randint(1, max(1, len(names) - 1))
+        done = sorted(rng.sample(names, k), key=names.index)
+        answers = {n: solutions[n] for n in done}
+        wrong = [n for n in names if n not in done]
+        if wrong and variant % 2:  # every other partial student also gets one wrong
+            n = rng.choice(wrong)
+            src = _mistake_source(assignment_id, n, rng.randrange(100))
+            if src:
+                answers[n] = src
+                return answers, f"{k}/{len(names)} right, {n} a catalogued mistake"
+        return answers, f"{k}/{len(names)} right, the rest left as stubs"
+    if kind == "broken":
+        which = variant % 3
+        if which == 0:
+            return sample_class._errors(solutions), \
+                "first half right, the rest raise, the last a syntax error"
+        if which == 1:
+            answers = {n: sample_class._insert_after_marker(
+                solutions[n], 'raise ValueError("shapes do not match")') for n in names}
+            return answers, "every exercise raises"
+        answers = {}
+        for i, n in enumerate(names):
+            answers[n] = _mistake_source(assignment_id, n, i + variant) or solutions[n]
+        return answers, "a catalogued mistake in every exercise"
+    raise ValueError(kind)
+
+
+def student_ids(n: int) -> list[tuple[str, str]]:
+    return [(f"s{i + 1:03d}_{CYCLE[i % len(CYCLE)]}", CYCLE[i % len(CYCLE)]) for i in range(n)]
+
+
+def write_class(course: Path, a: Assignment, n_students: int) -> dict[str, str]:
+    """Write the synthetic class's submissions of one assignment; student -> description."""
+    source = notebooks.read(a.source_notebook(course))
+    release = notebooks.read(a.release_notebook(course))
+    solutions = {notebooks.grade_id(c): c.source for c in source.cells
+                 if notebooks.is_solution(c)}
+    described = {}
+    seen: dict[str, int] = {}
+    for student, kind in student_ids(n_students):
+        variant = seen.get(kind, 0)
+        seen[kind] = variant + 1
+        rng = random.Random(f"{student}/{a.id}")
+        answers, what = answers_for(kind, variant, rng, a.id, solutions)
+        folder = course / "submitted" / student / a.id
+        folder.mkdir(parents=True, exist_ok=True)
+        nbformat.write(sample_class.fill(release, answers), str(folder / f"{a.id}.ipynb"))
+        described[student] = f"{kind}: {what}"
+    return described
+
+
+def _fresh_course(root: Path, dest: Path) -> Path:
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    shutil.copy2(root / "nbgrader_config.py", dest / "nbgrader_config.py")
+    for folder in ("source", "release"):
+        shutil.copytree(root / folder, dest / folder,
+                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    return dest
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def gradebook_scores(course: Path, ids: list[str]) -> dict[tuple[str, str, str, str], float]:
+    """(student, assignment, notebook, cell) -> score, for every grade in the gradebook."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    out = {}
+    with Gradebook(report.gradebook_url(course)) as gb:
+        for student in sorted(s.id for s in gb.students):
+            for aid in ids:
+                try:
+                    sub = gb.find_submission(aid, student)
+                except MissingEntry:
+                    continue
+                for nb in sub.notebooks:
+                    for g in nb.grades:
+                        out[(student, aid, nb.name, g.cell.name)] = float(g.score or 0.0)
+    return out
+
+
+def compare(plain: dict, ours: dict) -> tuple[int, list[str]]:
+    """How many grades were compared, and every difference in words."""
+    differences = []
+    for key in sorted(set(plain) | set(ours)):
+        a, b = plain.get(key), ours.get(key)
+        if a is None or b is None or abs(a - b) > 1e-9:
+            differences.append(f"{'/'.join(key)}: plain nbgrader {a}, attn-course grade {b}")
+    return len(set(plain) | set(ours)), differences
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _warm_up(log) -> None:
+    """Load what both pipelines load (python, nbgrader, a kernel's torch) once, untimed, so
+    that whichever runs first does not pay for a cold file cache."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import nbgrader.apps, torch, matplotlib.pyplot"],
+                   check=True, env=nbgrader_runner._env())
+    log(f"  warm-up (imports, untimed): {time.perf_counter() - t:.1f} s")
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its waited-for descendants, so far."""
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                  resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else None
+
+
+def measure(root: Path, smoke: bool, log: Callable[[str], None] = print, *,
+            students: int | None = None, assignment_ids: list[str] | None = None,
+            workers: int | None = None, work: Path | None = None) -> dict:
+    root = Path(root).resolve()
+    n = students or _env_int("ATTN_BENCH_STUDENTS") or (SMOKE_STUDENTS if smoke
+                                                        else FULL_STUDENTS)
+    env_ids = [i.strip() for i in os.environ.get("ATTN_BENCH_ASSIGNMENTS", "").split(",")
+               if i.strip()]
+    ids = assignment_ids or env_ids or ([SMOKE_ASSIGNMENT] if smoke
+                                        else [a.id for a in assignments()])
+    selected = [assignment(i) for i in ids]
+    workers = workers or _env_int("ATTN_BENCH_WORKERS") or os.cpu_count() or 1
+    work = Path(work) if work else root / "build" / "bench" / "class-grading"
+
+    total = n * len(ids)
+    est = total * SECONDS_PER_SUBMISSION
+    log(f"  class: {n} students x {len(ids)} notebooks = {total} submissions; "
+        f"{workers} workers; expect about {est / 60:.0f} min serial + "
+        f"{est / BUDGET / 60:.0f} min ours (at the budget) in {work}")
+
+    # one course, released and filled, then copied: identical gradebooks and submissions
+    plain = _fresh_course(root, work / "plain")
+    described: dict[str, dict[str, str]] = {}
+    for a in selected:
+        nbgrader_runner.generate_assignment(plain, a.id)
+        described[a.id] = write_class(plain, a, n)
+    ours = work / "ours"
+    if ours.exists():
+        shutil.rmtree(ours)
+    shutil.copytree(plain, ours)
+
+    _warm_up(log)
+    # plain nbgrader: one command per assignment over the whole class, one after the other
+    per_assignment = []
+    cpu = _cpu_s()
+    for a in selected:
+        start = time.perf_counter()
+        # not check=True: a submission nbgrader gives up on must not lose the whole run (it
+        # shows up below as grades that differ)
+        proc = nbgrader_runner.nbgrader(plain, "autograde", a.id, "--force", check=False)
+        seconds = time.perf_counter() - start
+        per_assignment.append({"assignment": a.id, "submissions": n,
+                               "plain_s": round(seconds, 2), "plain_exit": proc.returncode})
+        if proc.returncode:
+            log(f"  plain nbgrader autograde {a.id} exited with {proc.returncode}:\n"
+                + (proc.stdout + proc.stderr)[-2000:])
+        log(f"  plain nbgrader autograde {a.id}: {seconds:.1f} s "
+            f"({seconds / n:.1f} s a submission)")
+    plain_cpu = _cpu_s() - cpu
+    # ours: one call for the whole class, set-up included
+    cpu = _cpu_s()
+    start = time.perf_counter()
+    results = grading.grade(ours, ids, workers=workers, force=True, progress=False,
+                            log=lambda m: log("    " + m))
+    ours_s = time.perf_counter() - start
+    ours_cpu = _cpu_s() - cpu
+    log(f"  attn-course grade: {ours_s:.1f} s")
+    for row in per_assignment:
+        mine = [r for r in results if r.assignment == row["assignment"]]
+        # what one submission took in ours, alone in its job (start to result, in parallel)
+        row["ours_job_s"] = round(sum(r.seconds for r in mine) / max(1, len(mine)), 2)
+
+    plain_s = sum(r["plain_s"] for r in per_assignment)
+    speedup = plain_s / ours_s
+    compared, differences = compare(gradebook_scores(plain, ids), gradebook_scores(ours, ids))
+    statuses: dict[str, int] = {}
+    for r in results:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    kinds: dict[str, int] = {}
+    for _, kind in student_ids(n):
+        kinds[kind] = kinds.get(kind, 0) + 1
+    log(f"  total: plain {plain_s:.0f} s, ours {ours_s:.0f} s: {speedup:.2f}x "
+        f"(budget {BUDGET}x); {compared} grades compared, {len(differences)} differ")
+    return {
+        "students": n,
+        "assignments": ids,
+        "submissions": total,
+        "workers": workers,
+        "class_mix": kinds,
+        "class": described,
+        "per_assignment": per_assignment,
+        "plain_s": plain_s,
+        "ours_s": ours_s,
+        "plain_cpu_s": round(plain_cpu, 1),
+        "ours_cpu_s": round(ours_cpu, 1),
+        "speedup": speedup,
+        "budget": BUDGET,
+        "met": speedup >= BUDGET,
+        "grades_compared": compared,
+        "differences": differences,
+        "identical": not differences and compared > 0,
+        "statuses": statuses,
+        "work": str(work),
+    }
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def markdown(data: dict) -> str:
+    mix = ", ".join(f"{v} {k}" for k, v in sorted(data["class_mix"].items()))
+    out = [
+        "## Grading a class",
+        "",
+        f"Budget: a whole class graded on 2 cores at least {data['budget']}x faster than "
+        "running `nbgrader autograde` serially. "
+        f"**{data['speedup']:.2f}x: {'met' if data['met'] else 'NOT met'}** "
+        f"({data['workers']} workers).",
+        "",
+        f"A synthetic class of {data['students']} students x {len(data['assignments'])} "
+        f"notebooks = {data['submissions']} submissions ({mix}), built deterministically "
+        "from source/ and release/: full marks; partial work (a different subset of the "
+        "exercises each, every other one with a catalogued mistake); the released notebook "
+        "as is; broken (half right and the rest raising with a syntax error at the end, "
+        "every exercise raising, or a catalogued mistake in every exercise). No infinite "
+        "loops or memory bombs (plain nbgrader has no total limit: they would measure the "
+        "limits, not the throughput) and no unreadable files (ours marks them invalid "
+        "without running anything: not like with like); the grading tests cover all three.",
+        "",
+        "Both graded the same files in the same run, in two copies of one course "
+        "(same gradebook, same environment), one after the other after an untimed warm-up "
+        "of the imports: plain = `nbgrader autograde <id> --force` for each assignment, "
+        "over the whole class (nbgrader's normal, serial use); ours = one "
+        "`attn_course.grading.grade(ids, force=True)` call, as `attn-course grade --all "
+        "--force` runs it, set-up included (clean-gradebook templates, registering the "
+        "assignments, the integrity checks).",
+        "",
+        "| assignment | submissions | plain nbgrader (s) | plain, per submission (s) "
+        "| ours, one job (s) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in data["per_assignment"]:
+        out.append(f"| {r['assignment']} | {r['submissions']} | {r['plain_s']:.1f} | "
+                   f"{r['plain_s'] / r['submissions']:.2f} | {r['ours_job_s']:.2f} |")
+    out += [
+        "",
+        "| whole class | plain nbgrader | attn-course grade | speed-up |",
+        "|---|---:|---:|---:|",
+        f"| wall time (s) | {data['plain_s']:.1f} | {data['ours_s']:.1f} | "
+        f"**{data['speedup']:.2f}x** |",
+        f"| CPU time (s) | {data['plain_cpu_s']:.1f} | {data['ours_cpu_s']:.1f} | |",
+        "",
+        "\"ours, one job\" is a submission's own time in ours, start to result, while "
+        f"{data['workers']} run at once; CPU time adds this process and every process it "
+        "waited for (nbgrader, kernels).",
+        "",
+    ]
+    failed = [r["assignment"] for r in data["per_assignment"] if r.get("plain_exit")]
+    if failed:
+        out += [f"Plain nbgrader exited with an error for {', '.join(failed)} (its log is in "
+                "the run's output).", ""]
+    statuses = ", ".join(f"{v} {k}" for k, v in sorted(data["statuses"].items()))
+    if data["identical"]:
+        out.append(f"Grades: **identical**: {data['grades_compared']} grades (every student "
+                   "x assignment x graded cell) read back from both gradebooks, no "
+                   f"difference. Statuses given by `attn-course grade`: {statuses}.")
+    else:
+        out.append(f"Grades: **{len(data['differences'])} of {data['grades_compared']} "
+                   "differ**:")
+        out.append("")
+        out += [f"- {d}" for d in data["differences"][:50]]
+        if len(data["differences"]) > 50:
+            out.append(f"- ... and {len(data['differences']) - 50} more (results.json)")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,111 @@
+"""`attn-course bench notebooks outcomes --smoke`: the plumbing, not the budgets (no timing
+assertions; the figures of a smoke run mean nothing)."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from attn_course import benchmarks
+from attn_course.benchmarks import notebooks as nbbench
+from attn_course.benchmarks import outcomes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke(root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("ATTN_BENCH_ASSIGNMENTS", raising=False)  # the default smoke selection
+        md_path, json_path = benchmarks.run(root, ["notebooks", "outcomes"], smoke=True,
+                                            out_dir=out, log=lines.append)
+    return json.loads(json_path.read_text()), md_path.read_text(), lines, root
+
+
+def test_notebooks_part_has_positive_figures_and_consistent_ratios(smoke):
+    data, _, _, _ = smoke
+    part = data["parts"]["notebooks"]
+    assert part["smoke"] is True and part["machine"]["cores"] >= 1
+    floor = part["floor"]
+    assert len(floor["samples"]) >= 2
+    assert min(floor["samples"]) > 0 and floor["peak_rss_bytes"] > 50 * 2**20, floor
+    assert floor["seconds_min"] <= floor["seconds_median"] <= floor["seconds_max"]
+    rows = {r["id"]: r for r in part["notebooks"]}
+    assert list(rows) == [nbbench.SMOKE_ID]
+    row = rows[nbbench.SMOKE_ID]
+    for kind in ("student", "autograde"):
+        m = row[kind]
+        assert m["seconds"] > 0, (kind, m)
+        # the kernel imported torch: far above an empty interpreter
+        assert m["peak_rss_bytes"] > 100 * 2**20, (kind, m)
+        assert isinstance(m["budget_met"], bool)
+    g = row["autograde"]
+    assert g["ratio_to_floor"] == pytest.approx(g["seconds"] / floor["seconds_median"])
+    assert g["budget_met"] == (g["ratio_to_floor"] <= nbbench.AUTOGRADE_RATIO)
+    assert row["student"]["budget_met"] == (
+        row["student"]["seconds"] <= nbbench.STUDENT_SECONDS
+        and row["student"]["peak_rss_bytes"] <= nbbench.STUDENT_BYTES)
+    assert row["nbgrader"] is None  # full runs only
+    assert part["student_mode"].startswith("quick")
+
+
+def test_executed_notebook_is_kept_for_outcomes(smoke):
+    _, _, _, root = smoke
+    kept = nbbench.bench_dir(root, quick=True) / f"{nbbench.SMOKE_ID}.ipynb"
+    nb = nbformat.read(str(kept), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.execution_count for c in code), "every code cell ran"
+    assert not any("<<attn-bench>>" in c.source for c in nb.cells), "probes are not saved"
+
+
+def test_outcomes_part_reads_the_notebooks_own_numbers(smoke):
+    data, _, lines, _ = smoke
+    part = data["parts"]["outcomes"]
+    assert part["mode"] == "quick" and part["smoke"] is True
+    series = part["series"]
+    assert {"bottleneck_02", "reversed_02"} <= set(series), part
+    for key in ("bottleneck_02", "reversed_02"):
+        acc, n = series[key]["acc"], series[key]["n"]
+        assert acc and set(acc) == set(n)
+        assert all(0.0 <= v <= 1.0 for v in acc.values())
+        assert all(c >= 1 for c in n.values())
+        assert {int(k) for k in acc} <= set(range(1, 13))  # copy task: lengths 1-12
+    # the notebooks part executed the same notebook in the same mode: reused, not re-run
+    assert nbbench.SMOKE_ID in outcomes.SMOKE_IDS
+    assert any("reused" in line for line in lines), lines
+    assert "reused" in part["sources"][nbbench.SMOKE_ID]["how"]
+
+
+def test_markdown_has_both_tables(smoke):
+    data, md, lines, _ = smoke
+    assert "## Notebooks: as a student, and under autograding" in md
+    assert "## Outcomes: sequence accuracy against length" in md
+    assert f"| `{nbbench.SMOKE_ID}` |" in md
+    assert "| source length | Bottleneck seq2seq (02) | Bottleneck, source reversed (02) |" in md
+    assert "| 12 |" in md or "| 11 |" in md
+    assert "meaningless" in md and "smoke run" in md
+    floor = data["parts"]["notebooks"]["floor"]["seconds_median"]
+    assert f"{floor:.2f} s" in md
+    assert any("floor" in line for line in lines)
+
+
+def test_outcomes_markdown_labels_missing_and_computed_columns():
+    data = {"mode": "full", "sources": {"06_transformer_encoder": {"how": "x"}},
+            "series": {
+                "luong_04": {"acc": {"1": 1.0, "12": 0.9}, "n": {"1": 80, "12": 85}},
+                "encoder_06": {"acc": {"4": 1.0, "12": 0.5}, "n": {"4": 100, "12": 110}}}}
+    md = outcomes.markdown(data)
+    assert md.startswith("## ")
+    assert "| 1 | 1.00 | — |" in md and "| 12 | 0.90 | 0.50 |" in md
+    assert "computed by the benchmark from the notebook's trained model" in md
+    assert "`02_seq2seq_bottleneck`" in md  # not measured, and said so
+    assert "meaningless" not in md
+
+
+def test_probes_compile():
+    for aid, code in outcomes.PROBES.items():
+        compile(code, aid, "exec")
