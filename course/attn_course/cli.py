@@ -242,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="memory cap of one submission, GiB (default: %(default)g)")
     grade.add_argument("--force", action="store_true",
                        help="regrade everything, not only what is new or changed")
-    add("feedback", cmd_feedback, "generate HTML feedback for graded submissions")
+    feedback = add("feedback", cmd_feedback, "generate HTML feedback for graded submissions")
+    feedback.add_argument("--all", action="store_true",
+                          help="every assignment (the same as naming none)")
     add("book", cmd_book, "build the worked solutions as a static site in build/book/", quick=True)
     add("sample", cmd_sample, "release, run the solutions, grade the sample class", quick=True)
     bench = sub.add_parser("bench", help="measure the course's budgets (docs/benchmarks/)")
