@@ -140,6 +140,10 @@ def test_feedback_shows_check_messages_but_not_hidden_test_code(graded):
     _, _, course = graded
     for a in ASSIGNMENTS:
         nbgrader_runner.generate_feedback(course, a.id)
-        html = (course / "feedback" / "full" / a.id / f"{a.id}.html").read_text()
-        assert "checks passed" in html  # the check's report reaches the student
-        assert "BEGIN HIDDEN TESTS" not in html and "attn_grader" not in html
+        for student in STUDENTS:  # passing and failing hidden tests alike
+            html = (course / "feedback" / student / a.id / f"{a.id}.html").read_text()
+            assert "checks passed" in html  # the check's report reaches the student
+            # a failing test's traceback would quote the hidden lines again ("one_wrong"
+            # imports its catalogued mistake from attn_grader in its own answer: not a leak)
+            assert "BEGIN HIDDEN TESTS" not in html, student
+            assert "from attn_grader import grade" not in html, student
