@@ -21,21 +21,26 @@ def gradebook_url(root: Path) -> str:
     return f"sqlite:///{root / 'gradebook.db'}"
 
 
+def submissions(gb: Gradebook, assignment_ids: list[str]):
+    """(student, assignment id, submission) for every graded submission, students sorted."""
+    for student in sorted(s.id for s in gb.students):
+        for aid in assignment_ids:
+            try:
+                yield student, aid, gb.find_submission(aid, student)
+            except MissingEntry:
+                continue
+
+
 def read_grades(root: Path, assignment_ids: list[str]) -> list[Row]:
     rows = []
     with Gradebook(gradebook_url(root)) as gb:
-        for student in sorted(s.id for s in gb.students):
-            for aid in assignment_ids:
-                try:
-                    sub = gb.find_submission(aid, student)
-                except MissingEntry:
-                    continue
-                cells = {}
-                for nb in sub.notebooks:
-                    for g in nb.grades:
-                        if g.cell.name.startswith("test_"):
-                            cells[g.cell.name.removeprefix("test_")] = float(g.score)
-                rows.append(Row(student, aid, float(sub.score), float(sub.max_score), cells))
+        for student, aid, sub in submissions(gb, assignment_ids):
+            cells = {}
+            for nb in sub.notebooks:
+                for g in nb.grades:
+                    if g.cell.name.startswith("test_"):
+                        cells[g.cell.name.removeprefix("test_")] = float(g.score)
+            rows.append(Row(student, aid, float(sub.score), float(sub.max_score), cells))
     return rows
 
 

@@ -141,19 +141,14 @@ def _fresh_course(root: Path, dest: Path) -> Path:
 
 def gradebook_scores(course: Path, ids: list[str]) -> dict[tuple[str, str, str, str], float]:
     """(student, assignment, notebook, cell) -> score, for every grade in the gradebook."""
-    from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.api import Gradebook
 
     out = {}
     with Gradebook(report.gradebook_url(course)) as gb:
-        for student in sorted(s.id for s in gb.students):
-            for aid in ids:
-                try:
-                    sub = gb.find_submission(aid, student)
-                except MissingEntry:
-                    continue
-                for nb in sub.notebooks:
-                    for g in nb.grades:
-                        out[(student, aid, nb.name, g.cell.name)] = float(g.score or 0.0)
+        for student, aid, sub in report.submissions(gb, ids):
+            for nb in sub.notebooks:
+                for g in nb.grades:
+                    out[(student, aid, nb.name, g.cell.name)] = float(g.score or 0.0)
     return out
 
 
