@@ -16,7 +16,7 @@ import zipfile
 import nbformat
 import pytest
 
-from attn_course import cli, collect, grading
+from attn_course import cli, collect, verdict
 from attn_course.manifest import assignment
 from conftest import copy_course
 
@@ -152,7 +152,7 @@ def test_collect_canvas_zip_then_a_custom_naming(course, tmp_path, capsys):
         folder = submitted / student / A.id
         assert [p.name for p in folder.iterdir()] == [f"{A.id}.ipynb"]
         assert _marker(course, student) == marker
-        assert grading.unreadable(folder, [A.id]) == ""  # what `attn-course grade` checks
+        assert verdict.unreadable(folder, [A.id]) == ""  # what `attn-course grade` checks
     assert (course / "downloaded" / A.id / "archive" / "submissions.zip").is_file()
 
     assert f"collected 5 notebooks of 5 students for {A.id}" in out

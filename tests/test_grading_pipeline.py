@@ -315,7 +315,7 @@ def test_the_grading_package_written_to_disk_is_put_back(graded):
 
 
 def test_flagged_submissions_are_in_the_summary(graded):
-    text = grading.summary(list(graded["results"].values()))
+    text = report.summary(list(graded["results"].values()))
     assert "imports_references" in text and "imports the grading package" in text
     assert "writes_grading_package" in text
 

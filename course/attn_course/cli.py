@@ -110,8 +110,8 @@ def cmd_grade(args) -> int:
         _say(f"\ninterrupted: every grade finished so far is in {root / 'gradebook.db'}; "
              "run the same command again to grade the rest")
         return 130
-    _say(grading.summary(results))
-    grading.write_csv(root / "grades.csv", results)
+    _say(report.summary(results))
+    report.write_csv(root / "grades.csv", results)
     _say(f"grades written to {root / 'grades.csv'}")
     return 0
 
@@ -158,7 +158,7 @@ def cmd_sample(args) -> int:
     _say("== 4/5 feedback")
     for a in selected:
         nbgrader_runner.generate_feedback(course, a.id)
-    grading.write_csv(course / "grades.csv", results)
+    report.write_csv(course / "grades.csv", results)
     _say("== 5/5 the worked solutions as a site")
     site = book.build_book(root, selected, quick=args.quick, log=_say)
     _say("\nGrades of the sample class (points earned / points possible):\n")

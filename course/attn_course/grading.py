@@ -20,7 +20,6 @@ gradebook made once per assignment by ``nbgrader generate_assignment``). So:
 from __future__ import annotations
 
 import concurrent.futures as cf
-import csv
 import hashlib
 import json
 import math
@@ -41,16 +40,15 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 
-from attn_course import integrity, nbgrader_runner, notebooks, report
-from attn_course.grading_job import CHECKPOINT_ENV, CheckpointExecute  # noqa: F401
+from attn_course import grading_job, integrity, nbgrader_runner, notebooks, report, verdict
+from attn_course.grading_job import CHECKPOINT_ENV, JOB_ENV
 from attn_grader import guard
 
 MANIFEST = Path("autograded") / ".attn-grading.json"
 #: Where a file changed during grading is kept before the original is put back (outside
 #: every watched folder, so keeping it is not itself a change).
 SET_ASIDE = Path("changed-during-grading")
-JOB_ENV = "ATTN_GRADING_JOB"
-GiB = 1 << 30
+GiB = verdict.GiB
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ class Result:
                           dict(self.cells))
 
 
-# --------------------------------------------------------------------------- the executor
+# ------------------------------------------------------------------- the job's nbgrader config
 
 
 _CONFIG_TAIL = '''
@@ -97,84 +95,6 @@ c.Autograde.autograde_preprocessors = [
 ]
 c.CourseDirectory.root = {root!r}
 '''
-
-class _Forked:
-    """One nbgrader run forked by the zygote: ``pid`` leads its own process group."""
-
-    def __init__(self):
-        self.started, self.done = threading.Event(), threading.Event()
-        self.pid = 0
-        self.returncode: int | None = None
-
-    def wait(self, timeout: float | None = None) -> int:
-        if not self.done.wait(timeout):
-            raise subprocess.TimeoutExpired("nbgrader", timeout)
-        return self.returncode
-
-
-class _Zygote:
-    """A process that has imported nbgrader once and forks a fresh ``nbgrader autograde``
-    per submission (``attn_course.grading_job.zygote``): each job then starts in
-    milliseconds instead of seconds of imports. Started after the files are remembered,
-    so what it imported is what the guard holds."""
-
-    def __init__(self, env: dict[str, str]):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from attn_course.grading_job import zygote; zygote()"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        self.lock = threading.Lock()
-        self.jobs: dict[int, _Forked] = {}
-        self.count = 0
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            msg = json.loads(line)
-            with self.lock:
-                job = self.jobs.get(msg["id"])
-                if job is not None and "exit" in msg:
-                    del self.jobs[msg["id"]]
-            if job is None:
-                continue
-            if "pid" in msg:
-                job.pid = msg["pid"]
-                job.started.set()
-            else:
-                job.returncode = msg["exit"]
-                job.done.set()
-        with self.lock:  # the zygote is gone: nothing more will be reported
-            lost, self.jobs = list(self.jobs.values()), {}
-        for job in lost:
-            job.returncode = -signal.SIGKILL if job.returncode is None else job.returncode
-            job.started.set()
-            job.done.set()
-
-    def start(self, argv: list[str], cwd: Path, env: dict[str, str], log: Path,
-              cap: int) -> _Forked:
-        job = _Forked()
-        with self.lock:
-            self.count += 1
-            self.jobs[self.count] = job
-            request = {"id": self.count, "argv": argv, "cwd": str(cwd), "env": env,
-                       "log": str(log), "cap": cap}
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
-            self.proc.stdin.flush()
-        job.started.wait()
-        if not job.pid:
-            raise RuntimeError("the grading zygote died")
-        return job
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
 
 # --------------------------------------------------------------------------- one submission
 
@@ -203,7 +123,7 @@ def submission_digest(folder: Path, source: Path) -> str:
 
 
 def _prepare_templates(root: Path, work: Path, assignment_ids: list[str],
-                       zygote: _Zygote) -> dict[str, Path]:
+                       zygote: grading_job.Zygote) -> dict[str, Path]:
     """A scratch course with a clean gradebook for each assignment (cells, points), made by
     ``nbgrader generate_assignment`` forked from the zygote, all at once.
 
@@ -254,35 +174,6 @@ def _registered_alike(root: Path, template: Path, assignment_id: str) -> bool:
     return wanted is not None and (root / "gradebook.db").exists() and shape(root) == wanted
 
 
-def unreadable(folder: Path, notebook_names: list[str]) -> str:
-    """Why the submission cannot be graded at all, in words; "" when it can."""
-    present = sorted(p.name for p in folder.glob("*.ipynb"))
-    if not present:
-        wanted = ", ".join(f"{n}.ipynb" for n in notebook_names)
-        return f"no notebook in the submission (expected {wanted})"
-    for name in notebook_names:
-        path = folder / f"{name}.ipynb"
-        if not path.is_file():
-            continue  # nbgrader grades what is there; the missing one earns nothing
-        data = path.read_bytes()
-        if not data.strip():
-            return f"{path.name} is an empty file"
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return (f"{path.name} is not UTF-8 text (byte 0x{data[exc.start]:02x} at "
-                    f"position {exc.start}); notebooks are always UTF-8")
-        try:
-            json.loads(text)
-        except ValueError as exc:
-            return f"{path.name} is not valid JSON ({exc}): a broken or truncated upload"
-        try:
-            nbformat.reads(text, as_version=4)
-        except Exception as exc:  # nbformat raises several kinds
-            return f"{path.name} is not a Jupyter notebook: {str(exc).splitlines()[0][:200]}"
-    return ""
-
-
 def _expected_cells(template: Path, assignment_id: str) -> dict[tuple[str, str], float]:
     with Gradebook(report.gradebook_url(template)) as gb:
         a = gb.find_assignment(assignment_id)
@@ -295,51 +186,6 @@ def _tail(path: Path, n: int = 4000) -> str:
         return path.read_text(errors="replace")[-n:]
     except OSError:
         return ""
-
-
-def _nbgrader_problem(log: str) -> str:
-    """The first readable line of what nbgrader complained about."""
-    for line in log.splitlines():
-        if "ERROR" in line or "Error" in line:
-            text = line.split("]", 1)[-1].strip()
-            if text and "Traceback" not in text:
-                return text[:300]
-    return ""
-
-
-def _score_notebook(nb, last: int, points: dict[str, float]) -> dict[str, float]:
-    """Points per grade cell of an executed notebook as nbgrader would give them (stderr is
-    ignored, as IgnorePattern does in nbgrader_config.py); cells after ``last`` get 0."""
-    from nbgrader.utils import determine_grade, is_grade
-
-    scores = {}
-    for i, cell in enumerate(nb.cells):
-        if not is_grade(cell) or cell.cell_type != "code":
-            continue
-        name = cell.metadata.nbgrader.grade_id
-        if name not in points or i > last:
-            continue
-        cell.outputs = [o for o in cell.get("outputs", [])
-                        if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
-        cell.metadata.nbgrader.points = points[name]
-        scores[name] = float(determine_grade(cell, None)[0] or 0.0)
-    return scores
-
-
-def _error_names(nb) -> set[str]:
-    return {o.get("ename", "") for c in nb.cells for o in c.get("outputs", [])
-            if o.get("output_type") == "error"}
-
-
-def _memory_hit(nb) -> bool:
-    for c in nb.cells:
-        for o in c.get("outputs", []):
-            text = o.get("evalue", "")
-            if o.get("output_type") == "error" and (
-                    o.get("ename") == "MemoryError" or "can't allocate memory" in text
-                    or "not enough memory" in text):
-                return True
-    return False
 
 
 class _Runner:
@@ -359,7 +205,7 @@ class _Runner:
         self.cell_ids = {d.name: {notebooks.grade_id(c) for p in d.glob("*.ipynb")
                                   for c in notebooks.read(p).cells if notebooks.grade_id(c)}
                          for d in sorted((root / "source").iterdir()) if d.is_dir()}
-        self.zygote: _Zygote | None = None  # set by _run_jobs
+        self.zygote: grading_job.Zygote | None = None  # set by _run_jobs
         self.live: set[int] = set()
         self.lock = threading.Lock()
         self.stopping = False
@@ -374,7 +220,7 @@ class _Runner:
         self.stopping = True
         with self.lock:
             for pgid in list(self.live):
-                _killpg(pgid)
+                grading_job.killpg(pgid)
 
     def _prepare(self, job: _Job, course: Path, expected) -> tuple[list[str], list[str]]:
         """The job's scratch course, written from the remembered copies (not from disk, which
@@ -408,7 +254,7 @@ class _Runner:
         start = time.perf_counter()
         course = self.work / "jobs" / f"{job.assignment}--{job.student}"
         names = sorted({nb for (nb, _) in expected})
-        problem = unreadable(job.folder, names) or self._wrong_assignment(job, names)
+        problem = verdict.unreadable(job.folder, names) or self._wrong_assignment(job, names)
         if problem:
             cells = {c.removeprefix("test_"): 0.0 for (_, c) in expected}
             return Result(job.student, job.assignment, "invalid", problem, 0.0,
@@ -443,14 +289,14 @@ class _Runner:
             except subprocess.TimeoutExpired:
                 timed_out = True
             finally:
-                _killpg(proc.pid)  # the kernel, and anything the student's code started
-                _kill_leftovers(token)  # and what escaped the group with setsid
+                grading_job.killpg(proc.pid)  # the kernel, and anything the student's code started
+                grading_job.kill_leftovers(token)  # and what escaped the group with setsid
                 proc.wait()
                 with self.lock:
                     self.live.discard(proc.pid)
         self.spans[job][1] = time.monotonic()
         result = self._collect(job, course, expected, proc.returncode, timed_out, _tail(log_path))
-        result.flags = flags + _runtime_flags(integrity_log)
+        result.flags = flags + verdict.runtime_flags(integrity_log)
         private = self._private_changes(course)
         if private:
             result.flags.append("changed files of the grading it was given: " + ", ".join(
@@ -495,102 +341,22 @@ class _Runner:
         return changed
 
     def _collect(self, job, course, expected, returncode, timed_out, log) -> Result:
-        graded_nb = course / "autograded" / job.student / job.assignment
+        graded = course / "autograded" / job.student / job.assignment
         points = {cell: p for (_, cell), p in expected.items()}
-        max_score = float(sum(expected.values()))
-        scores: dict[str, float] = {}
-        status, reason = "ok", ""
-        finished = not timed_out and returncode == 0 and any(graded_nb.glob("*.ipynb"))
-        if finished:
-            # Scores come from the executed notebook, scored here as nbgrader scores it: the
-            # job's own gradebook is a file the student's code could have written.
-            nbs = [nbformat.read(str(p), as_version=4) for p in graded_nb.glob("*.ipynb")]
-            for nb in nbs:
-                scores.update(_score_notebook(nb, len(nb.cells), points))
-            if any(_memory_hit(nb) for nb in nbs):
-                status = "limit"
-                reason = (f"ran out of memory (cap {self.limits.memory_bytes / GiB:g} GiB) in a "
-                          "cell; that cell's points are lost")
-            else:
-                errors = sorted(set().union(*(_error_names(nb) for nb in nbs)) - {""})
-                if any(e == "CellTimeoutError" for e in errors):
-                    status, reason = "limit", "a cell ran past the per-cell time limit"
-                elif errors:
-                    reason = "errors in some cells: " + ", ".join(errors)
-            missing = {nb for (nb, _) in expected} - {p.stem for p in graded_nb.glob("*.ipynb")}
-            if missing:
-                status = "invalid"
-                reason = "missing notebook: " + ", ".join(f"{m}.ipynb" for m in sorted(missing))
+        names = sorted({nb for (nb, _) in expected})
+        if not timed_out and returncode == 0 and any(graded.glob("*.ipynb")):
+            v = verdict.finished(graded, points, names, self.limits.memory_bytes)
         else:
-            last, nb = -1, None
-            if checkpoint_exists := (course / "checkpoint.json").exists():
-                try:
-                    data = json.loads((course / "checkpoint.json").read_text(encoding="utf-8"))
-                    last, nb = data["last"], nbformat.from_dict(data["nb"])
-                except (ValueError, KeyError):
-                    checkpoint_exists = False
-            if nb is not None:
-                scores = _score_notebook(nb, last, points)
-                (graded_nb).mkdir(parents=True, exist_ok=True)
-                only = sorted({n for (n, _) in expected})
-                if len(only) == 1:  # keep what ran, for feedback and review
-                    nbformat.write(nb, str(graded_nb / f"{only[0]}.ipynb"))
-                for extra in job.folder.iterdir():  # timestamp.txt etc.: release_feedback
-                    if extra.is_file() and extra.suffix != ".ipynb" \
-                            and not (graded_nb / extra.name).exists():
-                        shutil.copy2(extra, graded_nb / extra.name)
-            ran = "the points of the test cells that ran before are kept" if checkpoint_exists \
-                else "nothing ran, so no points"
-            if timed_out:
-                status = "limit"
-                reason = f"stopped at the total time limit of {self.limits.wall_s:g} s; {ran}"
-            elif nb is not None and _memory_hit(nb):
-                status = "limit"
-                reason = (f"ran out of memory (cap {self.limits.memory_bytes / GiB:g} GiB); {ran}")
-            elif checkpoint_exists:
-                status = "crashed"
-                problem = "the kernel died" if "DeadKernelError" in log or "Kernel died" in log \
-                    else (_nbgrader_problem(log) or f"nbgrader exited with {returncode}")
-                reason = f"{problem}; {ran}"
-            else:
-                status = "invalid"
-                reason = _nbgrader_problem(log) or f"nbgrader could not run it (exit {returncode})"
-        cells = {cell: scores.get(cell, 0.0) for cell in points}
-        return Result(job.student, job.assignment, status, reason,
-                      round(sum(cells.values()), 3), max_score,
-                      {c.removeprefix("test_"): v for c, v in cells.items()},
-                      digest=job.digest)
+            v = verdict.stopped(course / "checkpoint.json", graded, job.folder, points, names,
+                                timed_out=timed_out, returncode=returncode, log=log,
+                                wall_s=self.limits.wall_s, memory_cap=self.limits.memory_bytes)
+        cells = {cell: v.scores.get(cell, 0.0) for cell in points}
+        return Result(job.student, job.assignment, v.status, v.reason,
+                      round(sum(cells.values()), 3), float(sum(expected.values())),
+                      {c.removeprefix("test_"): x for c, x in cells.items()}, digest=job.digest)
 
 
-def _runtime_flags(path: Path) -> list[str]:
-    """What the kernel-side guard saw replaced (attn_grader.guard)."""
-    try:
-        names = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if not isinstance(names, list) or not names:
-        return []
-    return ["replaced while it ran: " + ", ".join(str(n) for n in names[:8])
-            + (" ..." if len(names) > 8 else "")]
 
-
-def _kill_leftovers(token: str) -> None:
-    """Kill processes a job started that left its process group (``setsid``): they carry
-    the job's token in their environment."""
-    needle = f"{JOB_ENV}={token}".encode()
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if needle in (proc / "environ").read_bytes().split(b"\0"):
-                os.kill(int(proc.name), signal.SIGKILL)
-        except (OSError, ValueError):
-            continue
-
-
-def _killpg(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # --------------------------------------------------------------------------- the course
@@ -721,7 +487,7 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log) -> None:
 
     with tempfile.TemporaryDirectory(prefix="attn-grading-") as tmp:
         work = Path(tmp)
-        zygote = _Zygote(nbgrader_runner._env())
+        zygote = grading_job.Zygote(nbgrader_runner._env())
         try:
             templates = _prepare_templates(root, work, sorted({j.assignment for j in jobs}),
                                            zygote)
@@ -800,39 +566,3 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log) -> None:
             runner.zygote.close()
             files.clean_bytecode()
             bar.close()
-
-
-# --------------------------------------------------------------------------- reporting
-
-
-def write_csv(path: Path, results: list[Result]) -> Path:
-    exercises: list[str] = []
-    multi = len({r.assignment for r in results}) > 1
-    for r in results:
-        for e in r.cells:
-            col = f"{r.assignment}:{e}" if multi else e
-            if col not in exercises:
-                exercises.append(col)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["student", "assignment", *exercises, "score", "max_score", "status", "reason",
-                    "flags"])
-        for r in sorted(results, key=lambda r: (r.student, r.assignment)):
-            cells = {(f"{r.assignment}:{e}" if multi else e): v for e, v in r.cells.items()}
-            w.writerow([r.student, r.assignment, *(cells.get(e, "") for e in exercises),
-                        r.score, r.max_score, r.status, r.reason, " | ".join(r.flags)])
-    return path
-
-
-def summary(results: list[Result]) -> str:
-    rows = [r.row() for r in results]
-    out = [report.format_table(rows)]
-    if rows:
-        out.append("\nPer exercise:\n" + report.format_exercises(rows))
-    flagged = [r for r in results if r.status != "ok" or r.reason or r.flags]
-    if flagged:
-        out.append("\nNeeds a look:")
-        for r in flagged:
-            out.append(f"  {r.student}/{r.assignment} [{r.status}] {r.reason}".rstrip())
-            out += [f"      FLAG for review: {f}" for f in r.flags]
-    return "\n".join(out)

@@ -1,9 +1,14 @@
-"""What runs inside a grading job's nbgrader process, kept light: no torch, no grading
-package (``attn_course.grading`` imports both), so that a job starts fast.
+"""The processes of a grading job, kept light: no torch, no grading package
+(``attn_course.grading`` imports both), so that a job starts fast.
+
+Inside the job's nbgrader process:
 
 - :class:`CheckpointExecute`: nbgrader's executor, checkpointing after every cell;
 - :func:`zygote`: one process that imports nbgrader once and forks a fresh
-  ``nbgrader autograde`` per submission (``attn_course.grading._Zygote`` drives it).
+  ``nbgrader autograde`` per submission.
+
+On the parent's side (``attn_course.grading``): :class:`Zygote` drives that process, and
+:func:`killpg` / :func:`kill_leftovers` stop a job and everything it started.
 """
 
 from __future__ import annotations
@@ -11,11 +16,17 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
+import subprocess
 import sys
+import threading
+from pathlib import Path
 
 from nbgrader.preprocessors import Execute
 
 CHECKPOINT_ENV = "ATTN_GRADING_CHECKPOINT"
+#: Every process of a job carries ``ATTN_GRADING_JOB=<token>`` (see :func:`kill_leftovers`).
+JOB_ENV = "ATTN_GRADING_JOB"
 
 
 class CheckpointExecute(Execute):
@@ -123,3 +134,105 @@ def zygote() -> None:
             if job is not None:
                 out.write(json.dumps({"id": job, "exit": os.waitstatus_to_exitcode(status)})
                           + "\n")
+
+
+# --------------------------------------------------------------------------- the parent's side
+
+
+class Forked:
+    """One nbgrader run forked by the zygote: ``pid`` leads its own process group."""
+
+    def __init__(self):
+        self.started, self.done = threading.Event(), threading.Event()
+        self.pid = 0
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self.done.wait(timeout):
+            raise subprocess.TimeoutExpired("nbgrader", timeout)
+        return self.returncode
+
+
+class Zygote:
+    """A process that has imported nbgrader once and forks a fresh ``nbgrader autograde``
+    per submission (:func:`zygote`): each job then starts in
+    milliseconds instead of seconds of imports. Started after the files are remembered,
+    so what it imported is what the guard holds."""
+
+    def __init__(self, env: dict[str, str]):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from attn_course.grading_job import zygote; zygote()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.lock = threading.Lock()
+        self.jobs: dict[int, Forked] = {}
+        self.count = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            msg = json.loads(line)
+            with self.lock:
+                job = self.jobs.get(msg["id"])
+                if job is not None and "exit" in msg:
+                    del self.jobs[msg["id"]]
+            if job is None:
+                continue
+            if "pid" in msg:
+                job.pid = msg["pid"]
+                job.started.set()
+            else:
+                job.returncode = msg["exit"]
+                job.done.set()
+        with self.lock:  # the zygote is gone: nothing more will be reported
+            lost, self.jobs = list(self.jobs.values()), {}
+        for job in lost:
+            job.returncode = -signal.SIGKILL if job.returncode is None else job.returncode
+            job.started.set()
+            job.done.set()
+
+    def start(self, argv: list[str], cwd: Path, env: dict[str, str], log: Path,
+              cap: int) -> Forked:
+        job = Forked()
+        with self.lock:
+            self.count += 1
+            self.jobs[self.count] = job
+            request = {"id": self.count, "argv": argv, "cwd": str(cwd), "env": env,
+                       "log": str(log), "cap": cap}
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        job.started.wait()
+        if not job.pid:
+            raise RuntimeError("the grading zygote died")
+        return job
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+
+
+def kill_leftovers(token: str) -> None:
+    """Kill processes a job started that left its process group (``setsid``): they carry
+    the job's token in their environment."""
+    needle = f"{JOB_ENV}={token}".encode()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+
+
+def killpg(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,7 +1,8 @@
-"""Grade tables read back from nbgrader's gradebook."""
+"""Grade tables: read back from nbgrader's gradebook, printed, and written to ``grades.csv``."""
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,4 +81,39 @@ def format_exercises(rows: list[Row]) -> str:
         for n in names:
             scores = "".join(f"{r.cells.get(n, 0):g}".rjust(18) for r in sub)
             out.append("  " + n.ljust(width) + scores)
+    return "\n".join(out)
+
+
+def write_csv(path: Path, results) -> Path:
+    """``grades.csv``: one row per :class:`attn_course.grading.Result`, one column per exercise."""
+    exercises: list[str] = []
+    multi = len({r.assignment for r in results}) > 1
+    for r in results:
+        for e in r.cells:
+            col = f"{r.assignment}:{e}" if multi else e
+            if col not in exercises:
+                exercises.append(col)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["student", "assignment", *exercises, "score", "max_score", "status", "reason",
+                    "flags"])
+        for r in sorted(results, key=lambda r: (r.student, r.assignment)):
+            cells = {(f"{r.assignment}:{e}" if multi else e): v for e, v in r.cells.items()}
+            w.writerow([r.student, r.assignment, *(cells.get(e, "") for e in exercises),
+                        r.score, r.max_score, r.status, r.reason, " | ".join(r.flags)])
+    return path
+
+
+def summary(results) -> str:
+    """The grade table, the points per exercise, and what needs a reviewer's look."""
+    rows = [r.row() for r in results]
+    out = [format_table(rows)]
+    if rows:
+        out.append("\nPer exercise:\n" + format_exercises(rows))
+    flagged = [r for r in results if r.status != "ok" or r.reason or r.flags]
+    if flagged:
+        out.append("\nNeeds a look:")
+        for r in flagged:
+            out.append(f"  {r.student}/{r.assignment} [{r.status}] {r.reason}".rstrip())
+            out += [f"      FLAG for review: {f}" for f in r.flags]
     return "\n".join(out)
