@@ -255,3 +255,43 @@ def call(fn: Callable, *args, **kwargs):
     state into the next."""
     copied = [a.clone() if type(a) is torch.Tensor else a for a in args]
     return fn(*copied, **kwargs)
+
+
+# --- modules: build the student's class with the reference's weights -------------------
+
+
+def seeded(factory, seed: int):
+    """Build a reference module from a fixed seed without disturbing the caller's RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
+def build_like(cls, reference: torch.nn.Module, args: tuple, what: str) -> torch.nn.Module:
+    """Construct the student's class with the contract's arguments and load the reference's
+    weights into it (same submodule names), in eval mode. Extra parameters are allowed;
+    missing or differently shaped ones fail with a message naming them."""
+    call = f"{what}({', '.join(repr(a) for a in args)})"
+    try:
+        student = cls(*args)
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        raise CheckFailed(f"{call} raised {type(exc).__name__}: {exc}") from None
+    expect(hasattr(student, "state_dict") and hasattr(student, "load_state_dict"),
+           f"{call} should build a torch.nn.Module (subclass nn.Module and call "
+           "super().__init__() first)")
+    theirs = student.state_dict()
+    ours = reference.state_dict()
+    missing = [k for k in ours if k not in theirs]
+    if missing:
+        raise CheckFailed(
+            f"{call} has no parameter(s) {missing}; the check loads reference weights by name, "
+            f"so name the submodules as the notebook says. Your module has {list(theirs)}")
+    for k, v in ours.items():
+        if tuple(theirs[k].shape) != tuple(v.shape):
+            raise CheckFailed(f"{call}: {k} has shape {tuple(theirs[k].shape)}, expected "
+                              f"{tuple(v.shape)} — check the sizes passed to the submodule")
+    student.load_state_dict(ours, strict=False)
+    student.eval()
+    return student

@@ -14,17 +14,15 @@ from attn_grader.framework import (
     Report,
     as_pair,
     as_tensor,
+    build_like,
     expect,
     expect_close,
     expect_shape,
     expect_unmodified,
     generator,
     randn,
-    snapshot,
-)
-from attn_grader.nb02_seq2seq_bottleneck.checks import (
-    build_like,
     seeded,
+    snapshot,
 )
 from attn_grader.nb04_luong_attention import reference as ref
 
