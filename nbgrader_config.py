@@ -22,6 +22,11 @@ c.Execute.timeout = 180
 # from every cell before grades are computed. Errors are separate outputs and still count.
 c.IgnorePattern.pattern = r"[\s\S]*"
 
+# Demo cells tagged `reader-only` print or draw for a reader and define nothing later cells
+# use; autograding skips them (attn_course.notebooks.READER_ONLY). A student's tests cannot be
+# skipped this way: grading removes skip tags from nbgrader cells and flags the submission.
+c.Execute.skip_cells_with_tag = "reader-only"
+
 # Students sometimes delete a test cell; restore it from the gradebook instead of losing it.
 c.OverwriteCells.add_missing_cells = True
 

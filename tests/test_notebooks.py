@@ -23,6 +23,23 @@ def test_source_notebook_has_no_outputs(assignment):
 
 
 @pytest.mark.parametrize("assignment", assignment_params())
+def test_only_plain_demo_cells_are_reader_only(assignment):
+    # autograding skips reader-only cells, so an nbgrader cell must never be one; that nothing
+    # later needs them is proven by grading the full solutions (test_grading_end_to_end)
+    for cell in notebooks.read(assignment.source_notebook(ROOT)).cells:
+        if notebooks.READER_ONLY in cell.get("metadata", {}).get("tags", []):
+            assert cell.cell_type == "code" and not notebooks.grade_id(cell), cell.source[:80]
+
+
+def test_autograding_skips_exactly_the_reader_only_cells():
+    from traitlets.config import Config
+
+    config = Config()
+    exec((ROOT / "nbgrader_config.py").read_text(), {"get_config": lambda: config})
+    assert config.Execute.skip_cells_with_tag == notebooks.READER_ONLY
+
+
+@pytest.mark.parametrize("assignment", assignment_params())
 def test_manifest_points_match_the_notebook(assignment):
     cells = notebooks.graded_cells(notebooks.read(assignment.source_notebook(ROOT)))
     assert sum(cells.values()) == assignment.points

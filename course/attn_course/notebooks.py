@@ -16,6 +16,12 @@ def nbgrader_meta(cell) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {})
 
 
+#: Tag of a demo cell that only prints or draws for a reader: nbgrader skips it when it
+#: autogrades (``Execute.skip_cells_with_tag`` in nbgrader_config.py). Every other run, quick
+#: ones included, executes it.
+READER_ONLY = "reader-only"
+
+
 def grade_id(cell) -> str | None:
     return nbgrader_meta(cell).get("grade_id")
 

@@ -20,7 +20,7 @@ from attn_utils.plotting import (
     heatmap,
     show,  # noqa: F401 - re-exported for the notebook
 )
-from attn_utils.runtime import PAD
+from attn_utils.runtime import PAD, is_autograding
 
 FIRST_TOKEN = 3  # ids 0, 1, 2 are PAD, SOS, EOS
 
@@ -110,7 +110,8 @@ def train_steps(
         return history
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98))
     schedule = warmup_then_decay(optimizer, warmup, steps)
-    bar = tqdm(range(1, steps + 1), desc=desc, leave=False, mininterval=0.5)
+    bar = tqdm(range(1, steps + 1), desc=desc, leave=False, mininterval=0.5,
+               disable=is_autograding())
     for step in bar:
         loss = loss_fn(model, make_batch(step))
         optimizer.zero_grad(set_to_none=True)
@@ -202,7 +203,7 @@ def measure_cost(
     results: dict[str, dict[str, list[float]]] = {}
     for name, factory in factories.items():
         ms, mib = [], []
-        for T in tqdm(lengths, desc=name, leave=False):
+        for T in tqdm(lengths, desc=name, leave=False, disable=is_autograding()):
             fn = factory(T)
             _, nbytes = saved_tensor_bytes(fn)
             ms.append(1e3 * time_forward_backward(fn, repeats))

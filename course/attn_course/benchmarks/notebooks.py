@@ -152,6 +152,7 @@ async def _nbclient_run(spec: dict) -> dict:
     n = len(nb.cells)
     client = NotebookClient(nb, timeout=spec.get("timeout", 900), kernel_name=KERNEL,
                             extra_arguments=KERNEL_ARGS,
+                            skip_cells_with_tag=spec.get("skip_tag", "skip-execution"),
                             resources={"metadata": {"path": spec["cwd"]}})
     client.reset_execution_trackers()
     start = time.perf_counter()
@@ -249,9 +250,12 @@ def run_student(root: Path, a: Assignment, quick: bool) -> dict:
 
 
 def run_autograde_nbclient(root: Path, a: Assignment) -> dict:
+    """As nbgrader executes it: demos shrunk, reader-only cells skipped."""
+    from attn_course.notebooks import READER_ONLY
+
     nb_path = a.source_notebook(root)
     return measure_once({"kind": "nbclient", "notebook": str(nb_path),
-                         "cwd": str(nb_path.parent)}, autograde_env())
+                         "cwd": str(nb_path.parent), "skip_tag": READER_ONLY}, autograde_env())
 
 
 def run_floor(root: Path) -> dict:
