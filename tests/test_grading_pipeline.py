@@ -38,7 +38,7 @@ BAD = ["invalid_json", "empty_file", "missing_notebook", "syntax_error", "except
        "infinite_loop", "memory_hog", "os_exit", "sys_exit", "tests_edited_to_pass",
        "tests_deleted", "non_utf8", "wrong_assignment", "prints_300_mb", "huge_image",
        "cells_reordered", "cells_inserted", "code_to_markdown", "exercise_deleted",
-       "imports_references", "patches_allclose", "writes_grading_package"]
+       "imports_references", "patches_allclose", "writes_grading_package", "tests_tagged_skipped"]
 PACKAGES = {"course": "attn_course", "autograder": "attn_grader", "utils": "attn_utils"}
 
 
@@ -102,6 +102,14 @@ def _with_image(nb, megabytes):
     png = base64.b64encode(os.urandom(megabytes * 3 << 18)).decode()  # about `megabytes` MB
     cell = next(c for c in nb.cells if c.cell_type == "code" and not notebooks.grade_id(c))
     cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png})]
+    return nb
+
+
+def _tagged_skip(nb):
+    # plain nbgrader would skip these test cells and count "no error" as full marks
+    nb = nbformat.from_dict(nb)
+    for i, cell in enumerate(c for c in nb.cells if notebooks.is_graded(c)):
+        cell.metadata.tags = ["skip-execution" if i % 2 else notebooks.READER_ONLY]
     return nb
 
 
@@ -178,10 +186,12 @@ def _corpus(course, installed):
         "writes_grading_package": (fill(release, {first: TAMPER.replace(
             "ORIGINAL", repr(str(installed / "autograder" / "attn_grader"))) + stub_first}),
             0.0, ""),
+        "tests_tagged_skipped": (_tagged_skip(release), 0.0, ""),
     }
     flags = {"imports_references": "imports the grading package",
              "patches_allclose": "torch.allclose",
-             "writes_grading_package": "changed files"}
+             "writes_grading_package": "changed files",
+             "tests_tagged_skipped": "tagged to be skipped"}
     return {s: (*v, flags.get(s, "")) for s, v in corpus.items()}
 
 

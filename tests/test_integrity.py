@@ -123,6 +123,35 @@ def test_deleted_solution_and_test_are_put_back_in_place(a):
     assert _ids(nb) == _ids(release)
 
 
+def test_skip_tags_are_removed_from_nbgrader_cells_only():
+    release = notebooks.read(ASSIGNMENTS[0].release_notebook(ROOT))
+    nb = nbformat.from_dict(release)
+    test_cell = next(c for c in nb.cells if notebooks.is_graded(c))
+    demo = next(c for c in nb.cells if c.cell_type == "code" and not notebooks.grade_id(c))
+    test_cell.metadata.tags = ["skip-execution", "mine"]
+    demo.metadata.tags = [notebooks.READER_ONLY]
+    assert integrity.unskip_nbgrader_cells(nb) == [notebooks.grade_id(test_cell)]
+    assert test_cell.metadata.tags == ["mine"]
+    assert demo.metadata.tags == [notebooks.READER_ONLY]  # a demo of the student's own: theirs
+    assert integrity.unskip_nbgrader_cells(nb) == []
+
+
+def test_a_test_cell_that_never_ran_scores_nothing():
+    # nbgrader counts a code test cell without an error as full marks, even if it never ran
+    from attn_course import verdict
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("grade()") for _ in range(3)])
+    for i, cell in enumerate(nb.cells):
+        cell.metadata.nbgrader = {"grade": True, "grade_id": f"test_{i}", "points": 2,
+                                  "solution": False, "locked": True, "schema_version": 3}
+    nb.cells[0].execution_count = 1  # ran, no error
+    nb.cells[1].execution_count = 2
+    nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue="",
+                                                  traceback=[])]
+    points = {f"test_{i}": 2.0 for i in range(3)}
+    assert verdict.score_notebook(nb, 2, points) == {"test_0": 2.0, "test_1": 0.0, "test_2": 0.0}
+
+
 def test_a_notebook_is_recognised_as_its_own_assignment():
     ids = {a.id: set(_ids(notebooks.read(a.source_notebook(ROOT)))) for a in ASSIGNMENTS}
     for a in ASSIGNMENTS:

@@ -247,6 +247,11 @@ class _Runner:
             restored = integrity.restore_missing_cells(nb, release)
             if restored:
                 notes.append("deleted cells put back from the release: " + ", ".join(restored))
+            unskipped = integrity.unskip_nbgrader_cells(nb)
+            if unskipped:
+                flags.append("tagged to be skipped when run (the tags were removed): "
+                             + ", ".join(unskipped))
+            if restored or unskipped:
                 nbformat.write(nb, str(path))
         return flags, notes
 

@@ -345,3 +345,23 @@ def restore_missing_cells(nb, release_nb) -> list[str]:
         have.add(gid)
         restored.append(gid)
     return restored
+
+
+#: Cell tags that make an executor skip a cell: nbclient's default, and the course's own for
+#: demos that only a reader looks at (``Execute.skip_cells_with_tag`` in nbgrader_config.py).
+SKIP_TAGS = ("skip-execution", "reader-only")
+
+
+def unskip_nbgrader_cells(nb) -> list[str]:
+    """Remove skip tags from every nbgrader cell (solution, test, given) and return their ids.
+
+    A skipped test cell shows no error, and nbgrader gives a test cell without an error full
+    marks: tagging the tests ``skip-execution`` would earn full marks for a blank notebook."""
+    unskipped = []
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags")
+        if not notebooks.grade_id(cell) or not tags or not set(tags) & set(SKIP_TAGS):
+            continue
+        cell.metadata.tags = [t for t in tags if t not in SKIP_TAGS]
+        unskipped.append(notebooks.grade_id(cell))
+    return unskipped

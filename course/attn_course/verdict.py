@@ -118,7 +118,9 @@ def stopped(checkpoint: Path, graded: Path, submission: Path, points: dict[str, 
 
 def score_notebook(nb, last: int, points: dict[str, float]) -> dict[str, float]:
     """Points per grade cell of an executed notebook as nbgrader would give them (stderr is
-    ignored, as IgnorePattern does in nbgrader_config.py); cells after ``last`` get 0."""
+    ignored, as IgnorePattern does in nbgrader_config.py); cells after ``last`` get 0, and so
+    does a test cell that never ran (no execution count): nbgrader would count its missing
+    error as full marks."""
     from nbgrader.utils import determine_grade, is_grade
 
     scores = {}
@@ -127,6 +129,9 @@ def score_notebook(nb, last: int, points: dict[str, float]) -> dict[str, float]:
             continue
         name = cell.metadata.nbgrader.grade_id
         if name not in points or i > last:
+            continue
+        if cell.get("execution_count") is None:
+            scores[name] = 0.0
             continue
         cell.outputs = [o for o in cell.get("outputs", [])
                         if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
