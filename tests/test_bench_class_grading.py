@@ -54,7 +54,11 @@ def test_smoke_run_grades_identically_and_reports_a_ratio(root, tmp_path):
     assert data["speedup"] > 0
     assert data["speedup"] == pytest.approx(data["plain_s"] / data["ours_s"])
     assert data["met"] == (data["speedup"] >= data["budget"])
+    # the machine's own parallel ceiling, before and after, so a missed budget can be told
+    # apart from a machine whose cores are not really free
+    assert len(data["parallel_ceiling"]) == 2 and all(c > 0 for c in data["parallel_ceiling"])
     assert sum(data["statuses"].values()) == data["submissions"]
     md = cg.markdown(data)
     assert md.startswith("## Grading a class")
     assert "identical" in md and f"{data['speedup']:.2f}x" in md
+    assert f"**{data['parallel_ceiling'][0]:.2f}x** before" in md

@@ -174,6 +174,27 @@ def _warm_up(log) -> None:
     log(f"  warm-up (imports, untimed): {time.perf_counter() - t:.1f} s")
 
 
+_SPIN = "x = 0\nfor i in range({n}): x += i\n"
+
+
+def parallel_ceiling(workers: int, loops: int = 20_000_000, rounds: int = 3) -> float:
+    """The most any parallel grader could gain on this machine, now: ``workers`` times the
+    wall time of a CPU-bound loop run alone, over the wall time of ``workers`` copies run at
+    once (median of ``rounds``). 2.0 on two free cores; less when the virtual cores share a
+    physical one or the host is busy."""
+    argv = [sys.executable, "-c", _SPIN.format(n=loops)]
+
+    def wall(k: int) -> float:
+        start = time.perf_counter()
+        procs = [subprocess.Popen(argv) for _ in range(k)]
+        for proc in procs:
+            proc.wait()
+        return time.perf_counter() - start
+
+    ratios = sorted(workers * wall(1) / wall(workers) for _ in range(rounds))
+    return round(ratios[len(ratios) // 2], 2)
+
+
 def _cpu_s() -> float:
     """CPU seconds of this process and of its waited-for descendants, so far."""
     me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
@@ -218,6 +239,9 @@ def measure(root: Path, smoke: bool, log: Callable[[str], None] = print, *,
     shutil.copytree(plain, ours)
 
     _warm_up(log)
+    loops = 2_000_000 if smoke else 20_000_000
+    ceiling = [parallel_ceiling(workers, loops)]
+    log(f"  this machine's parallel ceiling for {workers} workers: {ceiling[0]:.2f}x")
     # plain nbgrader: one command per assignment over the whole class, one after the other
     per_assignment = []
     cpu = _cpu_s()
@@ -243,6 +267,8 @@ def measure(root: Path, smoke: bool, log: Callable[[str], None] = print, *,
     ours_s = time.perf_counter() - start
     ours_cpu = _cpu_s() - cpu
     log(f"  attn-course grade: {ours_s:.1f} s")
+    ceiling.append(parallel_ceiling(workers, loops))
+    log(f"  this machine's parallel ceiling for {workers} workers, after: {ceiling[1]:.2f}x")
     for row in per_assignment:
         mine = [r for r in results if r.assignment == row["assignment"]]
         # what one submission took in ours, alone in its job (start to result, in parallel)
@@ -272,6 +298,7 @@ def measure(root: Path, smoke: bool, log: Callable[[str], None] = print, *,
         "plain_cpu_s": round(plain_cpu, 1),
         "ours_cpu_s": round(ours_cpu, 1),
         "speedup": speedup,
+        "parallel_ceiling": ceiling,
         "budget": BUDGET,
         "met": speedup >= BUDGET,
         "grades_compared": compared,
@@ -328,6 +355,20 @@ def markdown(data: dict) -> str:
         f"**{data['speedup']:.2f}x** |",
         f"| CPU time (s) | {data['plain_cpu_s']:.1f} | {data['ours_cpu_s']:.1f} | |",
         "",
+    ]
+    if data.get("parallel_ceiling"):
+        before, after = data["parallel_ceiling"]
+        out += [
+            f"**What {data['workers']} workers can gain here.** The same run timed a "
+            "CPU-bound Python loop alone, then as many copies at once as there are workers, "
+            f"before and after the grading: the most any parallel grader could gain on this "
+            f"machine at that moment was **{before:.2f}x** before and **{after:.2f}x** "
+            f"after (the full {data['workers']}x only when the virtual cores are really free). "
+            f"The speed-up is {data['speedup'] / max(before, after):.0%} to "
+            f"{data['speedup'] / min(before, after):.0%} of that ceiling.",
+            "",
+        ]
+    out += [
         "\"ours, one job\" is a submission's own time in ours, start to result, while "
         f"{data['workers']} run at once; CPU time adds this process and every process it "
         "waited for (nbgrader, kernels).",
