@@ -28,8 +28,8 @@ def scaled_dot_product_attention(q, k, v, mask=None):
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v), F.scaled_dot_product_attention(q, k, eye)
     mask = mask.to(torch.bool)
-    scores_shape = torch.broadcast_shapes(tuple(q.shape[:-1]) + (Tk,), tuple(mask.shape))
-    full = mask.expand(scores_shape)
+    # broadcast by `&`, not torch.broadcast_shapes: that one imports sympy (0.7 s) on first use
+    full = mask & torch.ones(*q.shape[:-1], Tk, dtype=torch.bool, device=mask.device)
     has_key = full.any(dim=-1, keepdim=True)  # (..., Tq, 1)
     safe = full | ~has_key
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe)
