@@ -8,6 +8,7 @@ gradebook made once per assignment by ``nbgrader generate_assignment``). So:
 - submissions run side by side (``workers``), and one cannot touch another's files or the
   course gradebook: the course's ``gradebook.db`` is written only here, in the parent process,
   one result at a time (:func:`_merge`);
+- each kernel is forked from a server that imported torch once (:mod:`warm_kernels`);
 - each run has a total wall-time limit and a memory cap (``RLIMIT_AS``, inherited by the
   kernel); when it is hit, or the kernel dies, the whole process group is killed and the
   submission keeps the points of the test cells that ran before, read from a checkpoint the
@@ -40,7 +41,15 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 
-from attn_course import grading_job, integrity, nbgrader_runner, notebooks, report, verdict
+from attn_course import (
+    grading_job,
+    integrity,
+    nbgrader_runner,
+    notebooks,
+    report,
+    verdict,
+    warm_kernels,
+)
 from attn_course.grading_job import CHECKPOINT_ENV, JOB_ENV
 from attn_grader import guard
 
@@ -206,6 +215,7 @@ class _Runner:
                                   for c in notebooks.read(p).cells if notebooks.grade_id(c)}
                          for d in sorted((root / "source").iterdir()) if d.is_dir()}
         self.zygote: grading_job.Zygote | None = None  # set by _run_jobs
+        self.kernelspecs: Path | None = None  # where the warm kernel's spec is, if it runs
         self.live: set[int] = set()
         self.lock = threading.Lock()
         self.stopping = False
@@ -275,6 +285,9 @@ class _Runner:
         env.update({CHECKPOINT_ENV: str(checkpoint), JOB_ENV: token,
                     guard.LOG_ENV: str(integrity_log),
                     "IPYTHONDIR": str(course / "ipython"),
+                    **({"JUPYTER_PATH": os.pathsep.join(filter(None, [
+                        str(self.kernelspecs), env.get("JUPYTER_PATH")]))}
+                       if self.kernelspecs else {}),
                     "PYTHONPATH": os.pathsep.join(
                         filter(None, [str(course / "packages"), env.get("PYTHONPATH")]))})
         argv = ["autograde", job.assignment, "--force", f"--student={job.student}"]
@@ -439,9 +452,12 @@ def _jobs(root: Path, assignment_ids: Iterable[str], manifest: dict,
 
 def grade(root: Path, assignment_ids: list[str], workers: int | None = None,
           limits: Limits = Limits(), force: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print) -> list[Result]:
+          log: Callable[[str], None] = print, warm: bool = True) -> list[Result]:
     """Grade what is new or changed under ``root/submitted`` for these assignments; return the
-    results of every submission of them (fresh and from earlier runs)."""
+    results of every submission of them (fresh and from earlier runs).
+
+    ``warm``: start kernels forked from one that has imported torch (:mod:`warm_kernels`);
+    without, every kernel starts from scratch as in plain nbgrader."""
     root = Path(root).resolve()
     workers = max(1, workers or os.cpu_count() or 1)
     _alembic_on_path()
@@ -454,7 +470,7 @@ def grade(root: Path, assignment_ids: list[str], workers: int | None = None,
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
         try:
-            _run_jobs(root, jobs, workers, limits, manifest, progress, log)
+            _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm)
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
@@ -475,7 +491,7 @@ def _guard_for(root: Path, work: Path) -> integrity.FileGuard:
     g = integrity.FileGuard()
     g.watch(*integrity.package_dirs().values(), *integrity.startup_hooks(),
             root / "nbgrader_config.py", root / "source", root / "release", root / "submitted",
-            root / "autograded", root / "gradebook.db", work / "template")
+            root / "autograded", root / "gradebook.db", work / "template", work / "jupyter")
     for d in integrity.site_dirs():
         g.watch_glob(d, "*.pth")
     return g
@@ -487,17 +503,28 @@ def _failed(job: _Job, expected, exc: BaseException) -> Result:
                   {c.removeprefix("test_"): 0.0 for (_, c) in expected}, digest=job.digest)
 
 
-def _run_jobs(root, jobs, workers, limits, manifest, progress, log) -> None:
+def _start_warm_kernels(work: Path, log) -> warm_kernels.WarmKernels | None:
+    try:
+        return warm_kernels.WarmKernels(nbgrader_runner._env(), work, mark=JOB_ENV)
+    except (OSError, RuntimeError) as exc:
+        log(f"kernels will start cold (each imports torch again): {exc}")
+        return None
+
+
+def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm) -> None:
     from tqdm.auto import tqdm
 
     with tempfile.TemporaryDirectory(prefix="attn-grading-") as tmp:
         work = Path(tmp)
         zygote = grading_job.Zygote(nbgrader_runner._env())
+        kernels = _start_warm_kernels(work, log) if warm else None
         try:
             templates = _prepare_templates(root, work, sorted({j.assignment for j in jobs}),
                                            zygote)
         except BaseException:
             zygote.close()
+            if kernels:
+                kernels.close()
             raise
         expected = {aid: _expected_cells(t, aid) for aid, t in templates.items()}
         for aid, template in templates.items():
@@ -506,6 +533,7 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log) -> None:
         files = _guard_for(root, work)
         runner = _Runner(root, work, templates, limits, files)
         runner.zygote = zygote
+        runner.kernelspecs = kernels and Path(kernels.jupyter_path)
         bar = tqdm(total=len(jobs), desc="grading", unit="submission", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         suspects: dict[tuple[str, str], _Job] = {}
@@ -569,5 +597,7 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log) -> None:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             runner.zygote.close()
+            if kernels:
+                kernels.close()
             files.clean_bytecode()
             bar.close()
