@@ -338,7 +338,9 @@ def markdown(data: dict) -> str:
         "over the whole class (nbgrader's normal, serial use); ours = one "
         "`attn_course.grading.grade(ids, force=True)` call, as `attn-course grade --all "
         "--force` runs it, set-up included (clean-gradebook templates, registering the "
-        "assignments, the integrity checks).",
+        "assignments, the integrity checks, the warm-kernel server). Plain nbgrader "
+        "starts every kernel from scratch; ours forks each from a server that imported "
+        "torch once (`attn_course.warm_kernels`).",
         "",
         "| assignment | submissions | plain nbgrader (s) | plain, per submission (s) "
         "| ours, one job (s) |",
