@@ -24,6 +24,8 @@ from pathlib import Path
 
 from nbgrader.preprocessors import Execute
 
+from attn_course.warm_kernels import stop_server
+
 CHECKPOINT_ENV = "ATTN_GRADING_CHECKPOINT"
 #: Every process of a job carries ``ATTN_GRADING_JOB=<token>`` (see :func:`kill_leftovers`).
 JOB_ENV = "ATTN_GRADING_JOB"
@@ -206,15 +208,7 @@ class Zygote:
         return job
 
     def close(self) -> None:
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_server(self.proc)
 
 
 

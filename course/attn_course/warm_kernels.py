@@ -250,6 +250,20 @@ def _client(path: str, argv: list[str]) -> None:
 # --------------------------------------------------------------------------- grading's side
 
 
+def stop_server(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """End a server that finishes when its stdin closes (this one, the nbgrader zygote):
+    close it, wait, and kill it if it has not finished within ``timeout`` seconds."""
+    try:
+        proc.stdin.close()
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def kernelspec(folder: os.PathLike, socket_path: str) -> str:
     """Write the warm kernel's kernelspec under ``folder/kernels`` (a folder for
     ``JUPYTER_PATH``); return its name."""
@@ -283,15 +297,7 @@ class WarmKernels:
         kernelspec(self.jupyter_path, socket_path)
 
     def close(self) -> None:
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_server(self.proc)
 
 
 if __name__ == "__main__":
