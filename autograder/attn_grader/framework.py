@@ -269,7 +269,10 @@ def seeded(factory, seed: int):
 
 def build_like(cls, reference: torch.nn.Module, args: tuple, what: str) -> torch.nn.Module:
     """Construct the student's class with the contract's arguments and load the reference's
-    weights into it (same submodule names), in eval mode. Extra parameters are allowed;
+    weights into it by the contract's submodule names, in eval mode.
+
+    Nothing of the student's module is read before the weights are loaded (a lazily built
+    layer, ``nn.LazyLinear``, has no shapes until then). Extra parameters are allowed;
     missing or differently shaped ones fail with a message naming them."""
     call = f"{what}({', '.join(repr(a) for a in args)})"
     try:
@@ -278,20 +281,38 @@ def build_like(cls, reference: torch.nn.Module, args: tuple, what: str) -> torch
         raise
     except Exception as exc:
         raise CheckFailed(f"{call} raised {type(exc).__name__}: {exc}") from None
-    expect(hasattr(student, "state_dict") and hasattr(student, "load_state_dict"),
+    expect(hasattr(student, "load_state_dict"),
            f"{call} should build a torch.nn.Module (subclass nn.Module and call "
            "super().__init__() first)")
-    theirs = student.state_dict()
     ours = reference.state_dict()
-    missing = [k for k in ours if k not in theirs]
-    if missing:
+    try:
+        result = student.load_state_dict(ours, strict=False)
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        text = str(exc)
+        sizes = [line.strip() for line in text.splitlines() if "size mismatch" in line]
+        if sizes:
+            raise CheckFailed(f"{call}: the reference weights do not fit: {sizes[0]} — check "
+                              "the sizes passed to the submodule") from None
+        raise CheckFailed(f"{call}: loading the reference weights by name failed: "
+                          f"{type(exc).__name__}: {text[:300]}") from None
+    unexpected = list(getattr(result, "unexpected_keys", result[1] if result else []))
+    if unexpected:
         raise CheckFailed(
-            f"{call} has no parameter(s) {missing}; the check loads reference weights by name, "
-            f"so name the submodules as the notebook says. Your module has {list(theirs)}")
-    for k, v in ours.items():
-        if tuple(theirs[k].shape) != tuple(v.shape):
-            raise CheckFailed(f"{call}: {k} has shape {tuple(theirs[k].shape)}, expected "
-                              f"{tuple(v.shape)} — check the sizes passed to the submodule")
-    student.load_state_dict(ours, strict=False)
+            f"{call} has no parameter(s) {unexpected}; the check loads reference weights by "
+            "name, so name the submodules as the notebook says")
     student.eval()
     return student
+
+
+def lend(obj):
+    """The student's own copy of a trusted object (a test double or a reference module) to
+    hand to the student's code, for example the decoder that ``greedy_decode`` drives.
+
+    The copy lives where the student's code runs (under grading: in the sandboxed kernel), so
+    read its state after the call from the returned object, never from ``obj``. Without a
+    remote kernel it is a deep copy, with the same semantics."""
+    from attn_grader import remote
+
+    return remote.lend(obj)
