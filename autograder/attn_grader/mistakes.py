@@ -1,4 +1,5 @@
-"""The shape of a catalogued mistake (each assignment's ``mistakes`` module lists them)."""
+"""The shape of a catalogued mistake and of a correct variant (each assignment's
+``mistakes`` and ``variants`` modules list them)."""
 
 from __future__ import annotations
 
@@ -17,3 +18,17 @@ class Mistake:
     description: str
     impl: Callable
     expect: str
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A correct answer written in another style, as public implementations write it (other
+    masking constants, fused projections, einsum, loops, lazy layers, ...): it must earn
+    full marks. Each assignment's ``variants`` module lists them as
+    ``VARIANTS = {graded name: [Variant, ...]}``.
+
+    ``style`` names the style in a few words (``"einsum"``, ``"mask with -1e9"``);
+    ``impl`` is the correct function or class."""
+
+    style: str
+    impl: Callable
