@@ -19,6 +19,7 @@ from attn_grader.framework import (
     expect_shape,
     expect_unmodified,
     generator,
+    lend,
     randn,
     seeded,
     snapshot,
@@ -540,7 +541,8 @@ def _greedy_case(greedy_decode, encoder, decoder, src, lengths, max_len, what,
                  sos_id=SOS, eos_id=EOS):
     expected = ref.greedy_decode(encoder, decoder, src, lengths, max_len, sos_id, eos_id)
     kwargs = {} if (sos_id, eos_id) == (SOS, EOS) else {"sos_id": sos_id, "eos_id": eos_id}
-    out = greedy_decode(encoder, decoder, src.clone(), lengths.clone(), max_len, **kwargs)
+    out = greedy_decode(lend(encoder), lend(decoder), src.clone(), lengths.clone(), max_len,
+                        **kwargs)
     out = expect_shape(out, (src.shape[0], max_len), what,
                        hint="return exactly max_len columns (PAD after EOS, even if every "
                        "sequence finished early)")
@@ -557,8 +559,8 @@ def check_greedy_decode(greedy_decode) -> Report:
     src, lengths = padded_batch(5, 6, 12, seed=41, lengths=[3, 1, 6, 2, 4])
 
     with c.case("returns (B, max_len) token ids (int64)"):
-        out = expect_shape(greedy_decode(enc, dec, src.clone(), lengths.clone(), 9), (5, 9),
-                           "the decoded tokens")
+        out = expect_shape(greedy_decode(lend(enc), lend(dec), src.clone(), lengths.clone(), 9),
+                           (5, 9), "the decoded tokens")
         expect_dtype(out, torch.long, "the decoded tokens")
 
     with c.case("feeds back its own predictions, carries the hidden state, keeps the first "
@@ -591,17 +593,17 @@ def check_greedy_decode(greedy_decode) -> Report:
 
     with c.case("records no gradients and leaves the modules' train/eval mode as it was"):
         for enc_mode, dec_mode in ((True, False), (False, True), (True, True)):
-            d = CountingDecoder()
             enc.train(enc_mode)
-            d.train(dec_mode)
-            out = as_tensor(greedy_decode(enc, d, src.clone(), lengths.clone(), 6),
+            # the student's code gets copies: what it does to them is read from the copies
+            e, d = lend(enc), lend(CountingDecoder().train(dec_mode))
+            out = as_tensor(greedy_decode(e, d, src.clone(), lengths.clone(), 6),
                             "the decoded tokens")
             expect(d.grad_enabled_calls and not any(d.grad_enabled_calls),
                    "the decoder ran with gradients enabled — decode under torch.no_grad()")
             expect(not out.requires_grad, "the decoded tokens require grad — decode under "
                    "torch.no_grad()")
-            expect((enc.training, d.training) == (enc_mode, dec_mode),
-                   f"the train/eval mode was not restored: encoder.training={enc.training}, "
+            expect((e.training, d.training) == (enc_mode, dec_mode),
+                   f"the train/eval mode was not restored: encoder.training={e.training}, "
                    f"decoder.training={d.training}, expected {enc_mode}, {dec_mode} — "
                    "remember the modes and put them back (module.train(was_training))")
     return c.report()

@@ -20,6 +20,7 @@ from attn_grader.framework import (
     expect_shape,
     expect_unmodified,
     generator,
+    lend,
     randn,
     seeded,
     snapshot,
@@ -208,7 +209,7 @@ def _attention_diagnoses(scorer, h, enc, mask):
 def _attention_case(luong_attention, scorer, h, enc, mask, what=""):
     expected_c, expected_w, w_diag, c_diag = _attention_diagnoses(scorer, h, enc, mask)
     m = None if mask is None else mask.clone()
-    context, weights = as_pair(luong_attention(h.clone(), enc.clone(), m, scorer),
+    context, weights = as_pair(luong_attention(h.clone(), enc.clone(), m, lend(scorer)),
                                "luong_attention")
     expect_shape(weights, tuple(expected_w.shape), f"weights{what}",
                  hint="one weight per source position: (B, S)")
@@ -226,7 +227,7 @@ def check_luong_attention(luong_attention) -> Report:
     with c.case("returns context (B, H) and weights (B, S)"):
         context, weights = as_pair(
             luong_attention(randn(B, H, seed=1), randn(B, S, H, seed=2), mask.clone(),
-                            _ref_scorer("dot")), "luong_attention")
+                            lend(_ref_scorer("dot"))), "luong_attention")
         expect_shape(context, (B, H), "context")
         expect_shape(weights, (B, S), "weights")
 
@@ -279,7 +280,8 @@ def check_luong_attention(luong_attention) -> Report:
         h, enc = randn(B, H, seed=84), randn(B, S, H, seed=85)
         hs, es, ms = h.clone().requires_grad_(True), enc.clone().requires_grad_(True), mask.clone()
         before = snapshot(dec_h=h, enc_outputs=enc, src_mask=mask)
-        context, weights = as_pair(luong_attention(hs, es, ms, scorer), "luong_attention")
+        context, weights = as_pair(luong_attention(hs, es, ms, lend(scorer)),
+                                   "luong_attention")
         expect_unmodified(before, {"dec_h": hs, "enc_outputs": es, "src_mask": ms})
         context, weights = as_tensor(context, "context"), as_tensor(weights, "weights")
         expect(context.requires_grad, "the context is cut off from autograd")
