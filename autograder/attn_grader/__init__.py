@@ -1,18 +1,26 @@
 """Grading side of the course: reference implementations and the checks hidden tests call.
 
 Never shipped to students. Each assignment has a subpackage ``nb<id>`` (for example
-``nb01_rnn_limits``) with three modules:
+``nb01_rnn_limits``) with four modules:
 
 - ``reference``: the reference implementation of every graded function, built on PyTorch's
   own modules where they exist, so it is an independent witness of the notebook's solution;
 - ``checks``: ``CHECKS = {name: check_fn}``; each ``check_fn(student_obj) -> Report``;
 - ``mistakes``: ``MISTAKES = {name: [Mistake, ...]}``, plausible wrong answers every check
-  must reject with a message that names the mistake.
+  must reject with a message that names the mistake;
+- ``variants``: ``VARIANTS = {name: [Variant, ...]}``, correct answers in other styles every
+  check must give full marks.
 
 A hidden test cell is two lines::
 
     from attn_grader import grade
     grade("01_rnn_limits", "rnn_step", rnn_step, points=2)
+
+Under ``attn-course grade`` that cell never runs in the student's kernel: the grader reads
+it and calls :func:`judge` in its own process, with a channel to the agent in the student's
+sandboxed kernel (``attn_course.judge``). Anywhere else (a notebook run by hand, nbgrader
+alone, the tests) :func:`grade` judges through an in-process channel with the same
+encoding. Either way the check sees a proxy of the student's object (:mod:`remote`).
 """
 
 from __future__ import annotations
@@ -20,10 +28,11 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from attn_grader import guard
+from attn_grader import remote
 from attn_grader.framework import Check, CheckFailed, Report, single_threaded
 
-__all__ = ["Check", "CheckFailed", "Report", "check", "grade", "checks_for", "mistakes_for"]
+__all__ = ["Check", "CheckFailed", "Report", "check", "grade", "judge", "checks_for",
+           "mistakes_for", "variants_for"]
 
 
 def _part(assignment: str, module: str) -> ModuleType:
@@ -31,31 +40,74 @@ def _part(assignment: str, module: str) -> ModuleType:
 
 
 def checks_for(assignment: str) -> dict:
-    """{graded name: check function}, each run single-threaded."""
-    return {name: single_threaded(fn) for name, fn in _part(assignment, "checks").CHECKS.items()}
+    """{graded name: check function}, each run single-threaded. Handed the student's object
+    itself (not a proxy), a check function reaches it through an in-process channel, so that
+    it is judged exactly as under grading."""
+    return {name: _through_a_channel(name, single_threaded(fn))
+            for name, fn in _part(assignment, "checks").CHECKS.items()}
+
+
+def _through_a_channel(name: str, fn):
+    def run(obj) -> Report:
+        if isinstance(obj, remote.RemoteObject):
+            return fn(obj)
+        channel = remote.LoopbackChannel({name: obj})
+        with remote.using(channel):
+            return fn(channel.lookup(name))
+
+    run.__name__ = run.__qualname__ = getattr(fn, "__name__", f"check_{name}")
+    run.__doc__ = fn.__doc__
+    return run
 
 
 def mistakes_for(assignment: str) -> dict:
     return dict(_part(assignment, "mistakes").MISTAKES)
 
 
+def variants_for(assignment: str) -> dict:
+    try:
+        return dict(_part(assignment, "variants").VARIANTS)
+    except ModuleNotFoundError:
+        return {}
+
+
 def reference_for(assignment: str) -> ModuleType:
     return _part(assignment, "reference")
 
 
+def judge(channel: remote.Channel, assignment: str, name: str, expression: str) -> Report:
+    """Run the check of ``name`` on the student's object that ``expression`` (a name in the
+    student's namespace) refers to, through ``channel``; the report is computed here."""
+    fn = checks_for(assignment)[name]
+    try:
+        with remote.using(channel):
+            try:
+                obj = channel.lookup(expression)
+            except NameError as exc:
+                c = Check(name)
+                with c.case(f"{expression} is defined"):
+                    raise CheckFailed(f"{exc} — run the cell that defines it (and fix its "
+                                      "errors) before this test") from None
+                return c.report()
+            return fn(obj)
+    finally:
+        try:
+            channel.release()
+        except remote.ChannelBroken:
+            pass
+
+
 def check(assignment: str, name: str, obj) -> Report:
-    """Run the check for one graded function or class and return its report."""
+    """Run the check for one graded function or class, given the object itself."""
     return checks_for(assignment)[name](obj)
 
 
 def grade(assignment: str, name: str, obj, points: float) -> float:
-    """Entry point of a hidden test cell.
+    """Entry point of a hidden test cell run outside ``attn-course grade``.
 
     Prints the report, and returns the points earned, which nbgrader reads as partial
     credit from the cell's output. A check with nothing right raises, so the student sees
-    a plain failure in the notebook.
-    """
-    guard.report_tampering()
+    a plain failure in the notebook."""
     report = check(assignment, name, obj)
     print(report)
     if report.fraction == 0:

@@ -441,31 +441,32 @@ def _student_module(cls, reference: ref.SelfAttention):
     """The student's module with the reference's weights. Judged on its parameters: extra
     buffers (a stored scale, say) keep their own values; projections with a bias (and
     nothing else wrong) get zero biases — the first case already takes that point off, and
-    the behaviour still earns the rest."""
+    the behaviour still earns the rest. Nothing is read from the module before the weights
+    are loaded (lazy layers have no shapes until then)."""
     with torch.random.fork_rng(devices=[]):
         module = cls(D_MODEL, D_K, D_V)
     state = reference.state_dict()
-    params = dict(module.named_parameters())
-    biases = {f"{n}.bias" for n in ("w_q", "w_k", "w_v")}
-    shapes_ok = set(state) <= set(params) and all(
-        params[n].shape == state[n].shape for n in state)
-    if shapes_ok and set(params) in (set(state), set(state) | biases):
-        with torch.no_grad():
-            for name, value in state.items():
-                params[name].copy_(value)
-            for name in set(params) - set(state):
-                params[name].zero_()
-        return module.eval()
+    expected = ("its only parameters must be w_q = nn.Linear(d_model, d_k, bias=False), "
+                "w_k = nn.Linear(d_model, d_k, bias=False) and w_v = "
+                "nn.Linear(d_model, d_v, bias=False)")
     try:
-        module.load_state_dict(state)  # fails, with PyTorch's own account of what differs
+        result = module.load_state_dict(state, strict=False)
     except Exception as exc:
         raise CheckFailed(
             f"could not load the reference's weights into SelfAttention({D_MODEL}, {D_K}, "
-            f"{D_V}): {exc} — its only parameters must be w_q = nn.Linear(d_model, d_k, "
-            "bias=False), w_k = nn.Linear(d_model, d_k, bias=False) and w_v = "
-            "nn.Linear(d_model, d_v, bias=False)") from None
-    raise CheckFailed(f"the parameters of SelfAttention({D_MODEL}, {D_K}, {D_V}) are "
-                      f"{sorted(params)}; expected w_q.weight, w_k.weight and w_v.weight")
+            f"{D_V}): {str(exc)[:300]} — {expected}") from None
+    unexpected = list(result[1])
+    params = {name for name, _ in module.named_parameters()}
+    biases = {f"{n}.bias" for n in ("w_q", "w_k", "w_v")}
+    extra = sorted(params - set(state))
+    if unexpected or not set(extra) <= biases:
+        raise CheckFailed(f"the parameters of SelfAttention({D_MODEL}, {D_K}, {D_V}) are "
+                          f"{sorted(params)}; expected w_q.weight, w_k.weight and w_v.weight "
+                          f"— {expected}")
+    if extra:
+        theirs = module.state_dict()
+        module.load_state_dict({n: torch.zeros_like(theirs[n]) for n in extra}, strict=False)
+    return module.eval()
 
 
 def _self_attention_diagnoses(reference, x, mask) -> tuple[dict, dict]:
