@@ -433,6 +433,16 @@ class EncoderLastAttentionOnly(_Encoder):
         return x, [attentions[-1]]
 
 
+class EncoderSharedLayers(_Encoder):
+    """One layer object repeated: every layer holds the same weights."""
+
+    def __init__(self, vocab_size, d_model, num_heads, d_ff, num_layers, max_len=512,
+                 dropout=0.0):
+        super().__init__(vocab_size, d_model, num_heads, d_ff, num_layers, max_len, dropout)
+        layer = ref.EncoderLayer(d_model, num_heads, d_ff, dropout)
+        self.layers = nn.ModuleList([layer] * num_layers)
+
+
 class EncoderSameAttentionListed(_Encoder):
     def forward(self, tokens, mask=None):
         x = self.embed(tokens)
@@ -521,5 +531,7 @@ MISTAKES = {
                 "one (B, H, T, T) tensor per layer"),
         Mistake("the same attention listed for every layer", EncoderSameAttentionListed,
                 "same layer's weights"),
+        Mistake("one layer repeated: [layer] * num_layers shares its weights",
+                EncoderSharedLayers, "share one set of weights"),
     ],
 }
