@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 
@@ -68,6 +69,35 @@ DETACHED = (
     "the result is cut off from autograd — was something detached, taken with .data, or "
     "computed with numpy?"
 )
+
+
+SDPA_CONTRACT = ("scaled_dot_product_attention(q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, "
+                 "d_v), mask=None) -> (out (..., Tq, d_v), weights (..., Tq, Tk))")
+SA_CONTRACT = ("SelfAttention(d_model, d_k, d_v).forward(x (B, T, d_model), mask=None) -> "
+               "(out (B, T, d_v), weights (B, T, T))")
+
+
+def call(fn, *args, tried: str, contract: str, hint: str = ""):
+    """Call the student's code; a crash says what was called and what the contract expects,
+    not only the error."""
+    try:
+        return fn(*args)
+    except (NotImplementedError, CheckFailed):
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CheckFailed(f"{tried} raised {type(exc).__name__}: {first}"
+                          + (f" — {hint}" if hint else "") + f" (the contract: {contract})"
+                          ) from None
+
+
+def _sdpa(fn, q, k, v, mask=None, *, hint: str = ""):
+    shapes = ", ".join(str(tuple(t.shape)) for t in (q, k, v))
+    args = (q, k, v) if mask is None else (q, k, v, mask)
+    tried = (f"scaled_dot_product_attention(q, k, v{', mask' if mask is not None else ''}) "
+             f"with q, k, v of shapes {shapes}"
+             + (f" and a mask of shape {tuple(mask.shape)}" if mask is not None else ""))
+    return call(fn, *args, tried=tried, contract=SDPA_CONTRACT, hint=hint)
 
 
 def _scaled_scores(q, k, scale):
@@ -155,8 +185,8 @@ def _compare_attention(fn, q, k, v, mask, label, *, atol=1e-5):
     """Call the student's function and compare (out, weights) with the reference."""
     *lead, Tq, _ = q.shape
     Tk, Dv = k.shape[-2], v.shape[-1]
-    out, weights = _attention_pair(fn(q.clone(), k.clone(), v.clone(),
-                                      None if mask is None else mask.clone()),
+    out, weights = _attention_pair(_sdpa(fn, q.clone(), k.clone(), v.clone(),
+                                         None if mask is None else mask.clone()),
                                    Tq, Tk, Dv, tuple(lead))
     if mask is not None:
         _expect_polarity(weights, mask)
@@ -185,7 +215,7 @@ def check_scaled_dot_product_attention(fn) -> Report:
 
     with c.case("returns (out (B, Tq, Dv), weights (B, Tq, Tk))"):
         q, k, v = randn(B, Tq, Dk, seed=1), randn(B, Tk, Dk, seed=2), randn(B, Tk, Dv, seed=3)
-        _attention_pair(fn(q, k, v), Tq, Tk, Dv, (B,))
+        _attention_pair(_sdpa(fn, q, k, v), Tq, Tk, Dv, (B,))
 
     with c.case("matches softmax(q kᵀ / sqrt(d_k)) v without a mask (Tq != Tk, d_k != d_v)",
                 weight=3):
@@ -200,14 +230,24 @@ def check_scaled_dot_product_attention(fn) -> Report:
         mask = _lengths_mask([5, 2, 3], Tk).unsqueeze(1)
         _compare_attention(fn, q, k, v, mask, "with a (B, 1, Tk) padding mask")
 
-    with c.case("causal (T, T) mask and an arbitrary asymmetric (B, Tq, Tk) mask"):
+    with c.case("causal (T, T) mask (later positions change no earlier output) and random "
+                "(B, Tq, Tk) masks"):
         T = 5
         q, k, v = randn(B, T, Dk, seed=50), randn(B, T, Dk, seed=51), randn(B, T, Dv, seed=52)
-        _compare_attention(fn, q, k, v, ref.causal_mask(T), "with a causal (T, T) mask")
+        out, _ = _compare_attention(fn, q, k, v, ref.causal_mask(T),
+                                    "with a causal (T, T) mask")
+        later = [t.clone() for t in (q, k, v)]
+        for i, t in enumerate(later):
+            t[:, 3:] = randn(B, T - 3, t.shape[-1], seed=57 + i, scale=3.0)
+        out2, _ = _attention_pair(_sdpa(fn, *later, ref.causal_mask(T)), T, T, Dv, (B,))
+        expect_close(out2[:, :3], out[:, :3], "out at positions 0..2 after changing q, k and "
+                     "v at positions 3 and later (causal mask)",
+                     hint="with a causal mask a query must not see later keys")
         q, k, v = randn(B, Tq, Dk, seed=53), randn(B, Tk, Dk, seed=54), randn(B, Tk, Dv, seed=55)
-        mask = torch.rand(B, Tq, Tk, generator=torch.Generator().manual_seed(56)) < 0.6
-        mask[..., 0] = True  # every row keeps a key here; all-masked rows have their own case
-        _compare_attention(fn, q, k, v, mask, "with a (B, Tq, Tk) mask")
+        for seed in (56, 58):
+            mask = torch.rand(B, Tq, Tk, generator=torch.Generator().manual_seed(seed)) < 0.6
+            mask[..., 0] |= ~mask.any(-1)  # all-masked rows have their own case
+            _compare_attention(fn, q, k, v, mask, "with a random (B, Tq, Tk) mask")
 
     with c.case("a query whose keys are all masked gets weights 0 and output 0 (no NaN)"):
         q, k, v = randn(B, Tq, Dk, seed=60), randn(B, Tk, Dk, seed=61), randn(B, Tk, Dv, seed=62)
@@ -218,7 +258,7 @@ def check_scaled_dot_product_attention(fn) -> Report:
         _compare_attention(fn, q, k, v, mask, "with all-False mask rows")
         # ... and backward() through such a row stays finite
         qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
-        out, weights = _attention_pair(fn(qg, kg, vg, mask.clone()), Tq, Tk, Dv, (B,))
+        out, weights = _attention_pair(_sdpa(fn, qg, kg, vg, mask.clone()), Tq, Tk, Dv, (B,))
         ((out * randn(*out.shape, seed=64)).sum()
          + (weights * randn(*weights.shape, seed=65)).sum()).backward()
         for name, t in (("q", qg), ("k", kg), ("v", vg)):
@@ -230,49 +270,62 @@ def check_scaled_dot_product_attention(fn) -> Report:
                    "gradient on); block with masked_fill (its backward zeroes the blocked "
                    "positions) or with a large finite negative number")
 
-    with c.case("large scores (|q·k| ~ 1e4) do not overflow"):
+    with c.case("large scores (|q·k| ~ 1e4, and ~ 1e3 under a random mask) do not overflow"):
         q = randn(B, Tq, Dk, seed=70, scale=40.0)
         k = randn(B, Tk, Dk, seed=71, scale=40.0)
         v = randn(B, Tk, Dv, seed=72)
-        out, weights = _attention_pair(fn(q.clone(), k.clone(), v.clone()), Tq, Tk, Dv, (B,))
+        out, weights = _attention_pair(_sdpa(fn, q.clone(), k.clone(), v.clone()), Tq, Tk, Dv,
+                                       (B,))
         exp_out, exp_w = ref.scaled_dot_product_attention(q.double(), k.double(), v.double())
         expect_close(weights, exp_w, "weights for large scores", atol=1e-4, hint=OVERFLOW_HINT)
         expect_close(out, exp_out, "out for large scores", atol=1e-4, hint=OVERFLOW_HINT)
+        # scores of about 1e3: far past where exp() overflows, far above every masking
+        # constant in use (-1e4, -1e9, finfo.min)
+        q, k = randn(B, Tq, Dk, seed=73, scale=12.0), randn(B, Tk, Dk, seed=74, scale=12.0)
+        mask = torch.rand(B, Tq, Tk, generator=torch.Generator().manual_seed(75)) < 0.6
+        mask[..., 0] |= ~mask.any(-1)
+        out, weights = _attention_pair(_sdpa(fn, q.clone(), k.clone(), v.clone(), mask.clone()),
+                                       Tq, Tk, Dv, (B,))
+        exp_out, exp_w = ref.scaled_dot_product_attention(q.double(), k.double(), v.double(),
+                                                          mask)
+        expect_close(weights, exp_w, "weights for large scores under a mask", atol=1e-4,
+                     hint=OVERFLOW_HINT)
+        expect_close(out, exp_out, "out for large scores under a mask", atol=1e-4,
+                     hint=OVERFLOW_HINT)
 
-    with c.case("batch of one, and extra leading dims (..., T, D) with a broadcast mask"):
+    with c.case("batch of one, and extra leading dims (..., T, D) with broadcast and random "
+                "masks"):
         q, k, v = randn(1, Tq, Dk, seed=80), randn(1, Tk, Dk, seed=81), randn(1, Tk, Dv, seed=82)
         _compare_attention(fn, q, k, v, None, "for B = 1")
         lead = (2, 3)  # e.g. (B, heads)
         q = randn(*lead, Tq, Dk, seed=83)
         k, v = randn(*lead, Tk, Dk, seed=84), randn(*lead, Tk, Dv, seed=85)
-        mask = _lengths_mask([4, 2], Tk)[:, None, None, :]  # (2, 1, 1, Tk)
-        try:
-            result = fn(q.clone(), k.clone(), v.clone(), mask.clone())
-        except NotImplementedError:
-            raise
-        except Exception as exc:
-            raise CheckFailed(f"raised {type(exc).__name__} for q of shape {tuple(q.shape)}: "
-                              f"{exc} — {LEADING_DIMS_HINT}") from None
-        out, weights = _attention_pair(result, Tq, Tk, Dv, lead)
-        exp_out, exp_w = ref.scaled_dot_product_attention(q.double(), k.double(), v.double(),
-                                                          mask)
-        variants = _sdpa_variants(q, k, v, mask)
-        expect_close(weights, exp_w, "weights for inputs of shape (2, 3, T, D)",
-                     hint=LEADING_DIMS_HINT, diagnoses=_diagnoses(variants, 1))
-        expect_close(out, exp_out, "out for inputs of shape (2, 3, T, D)",
-                     hint=LEADING_DIMS_HINT, diagnoses=_diagnoses(variants, 0))
+        random_mask = torch.rand(*lead, Tq, Tk, generator=torch.Generator().manual_seed(86)) < 0.6
+        random_mask[..., 0] |= ~random_mask.any(-1)
+        for mask, label in ((_lengths_mask([4, 2], Tk)[:, None, None, :], "a (2, 1, 1, Tk) mask"),
+                            (random_mask, "a random (2, 3, Tq, Tk) mask")):
+            result = _sdpa(fn, q.clone(), k.clone(), v.clone(), mask.clone(),
+                           hint=LEADING_DIMS_HINT)
+            out, weights = _attention_pair(result, Tq, Tk, Dv, lead)
+            exp_out, exp_w = ref.scaled_dot_product_attention(q.double(), k.double(),
+                                                              v.double(), mask)
+            variants = _sdpa_variants(q, k, v, mask)
+            expect_close(weights, exp_w, f"weights for inputs of shape (2, 3, T, D) and {label}",
+                         hint=LEADING_DIMS_HINT, diagnoses=_diagnoses(variants, 1))
+            expect_close(out, exp_out, f"out for inputs of shape (2, 3, T, D) and {label}",
+                         hint=LEADING_DIMS_HINT, diagnoses=_diagnoses(variants, 0))
 
     with c.case("leaves q, k, v and the mask unmodified; gradients reach q, k and v"):
         q, k, v = randn(B, Tq, Dk, seed=90), randn(B, Tk, Dk, seed=91), randn(B, Tk, Dv, seed=92)
         mask = _lengths_mask([5, 2, 3], Tk).unsqueeze(1)
         before = snapshot(q=q, k=k, v=v, mask=mask)
-        fn(q, k, v, mask)
+        _sdpa(fn, q, k, v, mask)
         expect_unmodified(before, {"q": q, "k": k, "v": v, "mask": mask})
         w_out, w_w = randn(B, Tq, Dv, seed=93), randn(B, Tq, Tk, seed=94)
         grads = []
         for impl in (fn, ref.scaled_dot_product_attention):
             ts = [t.clone().requires_grad_(True) for t in (q, k, v)]
-            out, weights = (_attention_pair(impl(*ts, mask), Tq, Tk, Dv, (B,))
+            out, weights = (_attention_pair(_sdpa(fn, *ts, mask), Tq, Tk, Dv, (B,))
                             if impl is fn else impl(*ts, mask))
             expect(out.requires_grad and weights.requires_grad,
                    f"out or weights does not require grad — {DETACHED}")
@@ -318,12 +371,25 @@ def _padding_shape(mask, B, max_len, lengths):
     return expect_shape(t, (B, 1, max_len), "the mask", hint=PAD_SHAPE_HINT)
 
 
+def _pad_call(padding_mask, lengths, max_len):
+    return call(padding_mask, lengths, max_len,
+                tried=f"padding_mask(lengths {tuple(lengths.shape)}, {max_len})",
+                contract="padding_mask(lengths (B,), max_len) -> a bool (B, 1, max_len) mask")
+
+
+def _causal_call(causal_mask, T):
+    return call(causal_mask, T, tried=f"causal_mask({T})",
+                contract="causal_mask(T) -> a bool (T, T) mask, True on and below the "
+                         "diagonal")
+
+
 def check_padding_mask(padding_mask) -> Report:
     c = Check("padding_mask")
     lengths, max_len = torch.tensor([3, 1, 4]), 5
 
     with c.case("returns a bool tensor of shape (B, 1, max_len)"):
-        mask = _padding_shape(padding_mask(lengths.clone(), max_len), 3, max_len, lengths)
+        mask = _padding_shape(_pad_call(padding_mask, lengths.clone(), max_len), 3, max_len,
+                              lengths)
         expect(mask.dtype == torch.bool, f"the mask should have dtype torch.bool, got "
                f"{mask.dtype} — compare positions with lengths (a < b gives bool), do not "
                "convert to float or long")
@@ -333,14 +399,15 @@ def check_padding_mask(padding_mask) -> Report:
         for B, max_len in ((6, 7), (4, 9)):
             lengths = torch.randint(1, max_len + 1, (B,), generator=g)
             lengths[0] = max_len
-            mask = _padding_shape(padding_mask(lengths.clone(), max_len), B, max_len, lengths)
+            mask = _padding_shape(_pad_call(padding_mask, lengths.clone(), max_len), B, max_len,
+                                  lengths)
             expect_close(mask, ref.padding_mask(lengths, max_len), "the mask",
                          hint="True (real) for positions t < lengths[b], False (PAD) after",
                          diagnoses=_padding_diagnoses(lengths, max_len))
 
     with c.case("a batch of one, and max_len longer than every sequence"):
         for lengths, max_len in ((torch.tensor([4]), 6), (torch.tensor([2, 3]), 8)):
-            mask = _padding_shape(padding_mask(lengths.clone(), max_len), len(lengths),
+            mask = _padding_shape(_pad_call(padding_mask, lengths.clone(), max_len), len(lengths),
                                   max_len, lengths)
             expect_close(mask, ref.padding_mask(lengths, max_len), "the mask",
                          hint=SQUEEZE_HINT if len(lengths) == 1 else "",
@@ -349,7 +416,7 @@ def check_padding_mask(padding_mask) -> Report:
     with c.case("leaves lengths unmodified; as an attention mask, PAD keys get weight 0"):
         lengths, max_len = torch.tensor([2, 5, 3]), 5
         before = snapshot(lengths=lengths)
-        mask = as_tensor(padding_mask(lengths, max_len), "the mask")
+        mask = as_tensor(_pad_call(padding_mask, lengths, max_len), "the mask")
         expect_unmodified(before, {"lengths": lengths})
         mask = _padding_shape(mask, 3, max_len, lengths)
         x = randn(3, max_len, 4, seed=101)
@@ -397,7 +464,7 @@ def check_causal_mask(causal_mask) -> Report:
     c = Check("causal_mask")
 
     with c.case("returns a bool tensor of shape (T, T)"):
-        mask = _causal_shape(causal_mask(4), 4)
+        mask = _causal_shape(_causal_call(causal_mask, 4), 4)
         if mask.is_floating_point() and bool(torch.isinf(mask).any()):
             raise CheckFailed(
                 "this looks like an additive float mask (0 and -inf, as "
@@ -408,14 +475,27 @@ def check_causal_mask(causal_mask) -> Report:
 
     with c.case("True on and below the diagonal, False above it", weight=2):
         for T in (5, 8):
-            expect_close(_causal_pattern(causal_mask(T), T), ref.causal_mask(T),
+            expect_close(_causal_pattern(_causal_call(causal_mask, T), T), ref.causal_mask(T),
                          f"the mask for T = {T}",
                          diagnoses=_causal_diagnoses(T))
 
     with c.case("T = 1 gives [[True]]; a long sequence (T = 64) is right too"):
         for T in (1, 64):
-            expect_close(_causal_pattern(causal_mask(T), T), ref.causal_mask(T),
+            expect_close(_causal_pattern(_causal_call(causal_mask, T), T), ref.causal_mask(T),
                          f"the mask for T = {T}", diagnoses=_causal_diagnoses(T))
+
+    with c.case("used as an attention mask, changing later tokens changes no earlier output"):
+        T, t = 7, 4
+        mask = _causal_pattern(_causal_call(causal_mask, T), T).to(torch.bool)
+        x = randn(2, T, 6, seed=110)
+        changed = x.clone()
+        changed[:, t:] = randn(2, T - t, 6, seed=111, scale=3.0)
+        before, _ = ref.scaled_dot_product_attention(x, x, x, mask)
+        after, _ = ref.scaled_dot_product_attention(changed, changed, changed, mask)
+        expect_close(after[:, :t], before[:, :t], f"self-attention outputs at positions "
+                     f"0..{t - 1} after changing positions {t} and later, under your mask",
+                     hint="position t may only see positions 0..t: the mask lets a query "
+                     "see later keys")
     return c.report()
 
 
@@ -490,9 +570,14 @@ def _self_attention_diagnoses(reference, x, mask) -> tuple[dict, dict]:
     return _diagnoses(variants, 0), _diagnoses(variants, 1)
 
 
+def _self_attention_call(module, x, mask, label):
+    return call(module, x.clone(), None if mask is None else mask.clone(),
+                tried=f"SelfAttention.forward(x, mask) {label}", contract=SA_CONTRACT)
+
+
 def _compare_self_attention(module, reference, x, mask, label):
     B, T, _ = x.shape
-    result = module(x.clone(), None if mask is None else mask.clone())
+    result = _self_attention_call(module, x, mask, label)
     out, weights = _attention_pair(result, T, T, D_V, (B,), what="SelfAttention.forward")
     if mask is not None:
         _expect_polarity(weights, mask)
@@ -512,10 +597,25 @@ def check_SelfAttention(cls) -> Report:
     with c.case(f"SelfAttention({D_MODEL}, {D_K}, {D_V}) has w_q, w_k, w_v: nn.Linear "
                 "without bias, d_model -> d_k, d_k, d_v"):
         with torch.random.fork_rng(devices=[]):
-            module = cls(D_MODEL, D_K, D_V)
-        state = dict(module.named_parameters())
+            module = call(cls, D_MODEL, D_K, D_V, tried=f"SelfAttention({D_MODEL}, {D_K}, "
+                          f"{D_V})", contract=SA_CONTRACT)
         want = {"w_q.weight": (D_K, D_MODEL), "w_k.weight": (D_K, D_MODEL),
                 "w_v.weight": (D_V, D_MODEL)}
+        # shapes are read after loading weights (a lazily built layer has none before)
+        try:
+            module.load_state_dict(_reference_module(100).state_dict(), strict=False)
+        except Exception as exc:
+            for name, got in re.findall(r"size mismatch for ([\w.]+):.*?current model is "
+                                        r"torch\.Size\(\[([\d, ]*)\]\)", str(exc)):
+                if name in want:
+                    raise CheckFailed(
+                        f"{name} has shape ({got}), expected {want[name]}: "
+                        f"nn.Linear(d_model, {'d_v' if name[2] == 'v' else 'd_k'}) stores "
+                        "its weight as (out_features, in_features)") from None
+            raise CheckFailed(f"could not load weights named w_q.weight, w_k.weight, "
+                              f"w_v.weight into SelfAttention({D_MODEL}, {D_K}, {D_V}): "
+                              f"{str(exc)[:300]}") from None
+        state = dict(module.named_parameters())
         biases = sorted(n for n in state if n.endswith(".bias"))
         expect(not biases, f"the projections have a bias ({', '.join(biases)}): use "
                "nn.Linear(..., bias=False)")
@@ -538,7 +638,8 @@ def check_SelfAttention(cls) -> Report:
             x = randn(B, T, D_MODEL, seed=seed + 50)
             _compare_self_attention(module, reference, x, None, "(no mask)")
 
-    with c.case("padding (B, 1, T), causal (T, T) and (B, T, T) masks", weight=2):
+    with c.case("padding (B, 1, T), causal (T, T) and random (B, T, T) masks; with a "
+                "causal mask, later positions change no earlier output", weight=2):
         reference = _reference_module(400)
         module = _student_module(cls, reference)
         x = randn(B, T, D_MODEL, seed=401)
@@ -548,6 +649,39 @@ def check_SelfAttention(cls) -> Report:
                                 "with a causal mask")
         _compare_self_attention(module, reference, x, pad & ref.causal_mask(T),
                                 "with a padding & causal (B, T, T) mask")
+        random_mask = torch.rand(B, T, T, generator=torch.Generator().manual_seed(402)) < 0.6
+        random_mask[..., 0] |= ~random_mask.any(-1)
+        _compare_self_attention(module, reference, x, random_mask,
+                                "with a random (B, T, T) mask")
+        changed = x.clone()
+        changed[:, 3:] = randn(B, T - 3, D_MODEL, seed=403, scale=3.0)
+        first = _attention_pair(_self_attention_call(module, x, ref.causal_mask(T),
+                                                     "with a causal mask"),
+                                T, T, D_V, (B,), what="SelfAttention.forward")[0]
+        second = _attention_pair(_self_attention_call(module, changed, ref.causal_mask(T),
+                                                      "with a causal mask"),
+                                 T, T, D_V, (B,), what="SelfAttention.forward")[0]
+        expect_close(second[:, :3], first[:, :3], "out at positions 0..2 after changing x at "
+                     "positions 3 and later (causal mask)",
+                     hint="with a causal mask a position must not see later positions")
+
+    with c.case("large inputs (scores of about 1e3) do not overflow, with and without a mask"):
+        reference = _reference_module(450)
+        module = _student_module(cls, reference)
+        x = randn(B, T, D_MODEL, seed=451, scale=10.0)
+        with torch.no_grad():
+            q, k = reference.w_q(x), reference.w_k(x)
+        expect(float((q @ k.transpose(-2, -1)).abs().max()) > 300,
+               "internal: the large-input case is not large")
+        for mask, label in ((None, "for large inputs"),
+                            (_lengths_mask([5, 2, 4], T).unsqueeze(1),
+                             "for large inputs with a padding mask")):
+            out, weights = _attention_pair(_self_attention_call(module, x, mask, label),
+                                           T, T, D_V, (B,), what="SelfAttention.forward")
+            with torch.no_grad():
+                exp_out, exp_w = reference(x, mask)
+            expect_close(weights, exp_w, f"weights {label}", atol=1e-4, hint=OVERFLOW_HINT)
+            expect_close(out, exp_out, f"out {label}", atol=1e-4, hint=OVERFLOW_HINT)
 
     with c.case("batch of one; an all-masked query row gives 0, not NaN"):
         reference = _reference_module(500)
@@ -565,14 +699,15 @@ def check_SelfAttention(cls) -> Report:
         x = randn(B, T, D_MODEL, seed=601)
         mask = _lengths_mask([5, 4, 2], T).unsqueeze(1)
         before = snapshot(x=x)
-        module(x, mask)
+        call(module, x, mask, tried="SelfAttention.forward(x, mask)", contract=SA_CONTRACT)
         expect_unmodified(before, {"x": x})
         w_out, w_w = randn(B, T, D_V, seed=602), randn(B, T, T, seed=603)
         grads = []
         for m in (module, reference):
             m.zero_grad(set_to_none=True)
             xg = x.clone().requires_grad_(True)
-            out, weights = _attention_pair(m(xg, mask), T, T, D_V, (B,),
+            result = _self_attention_call(m, xg, mask, "") if m is module else m(xg, mask)
+            out, weights = _attention_pair(result, T, T, D_V, (B,),
                                            what="SelfAttention.forward")
             expect(out.requires_grad and weights.requires_grad,
                    f"out or weights does not require grad — {DETACHED}")
@@ -638,18 +773,34 @@ def _pe_shape(pe, max_len, d):
     return expect_shape(t, (max_len, d), "the encoding")
 
 
+def pe_atol(max_len: int) -> float:
+    """How far a correct float32 table may be from the float64 reference.
+
+    Measured (every common float32 formula: exp/log, pow, division, numpy in float32): the
+    largest error grows with the angle p / 10000^(2i/d), up to 1.3e-7 * max_len (2.7e-4 at
+    max_len 5000, d_model 64; 3.9e-4 at d_model 512); this allows three times that. A
+    fixed atol=1e-4 failed correct float32 code from max_len ~ 2000 on."""
+    return 1e-5 + 4e-7 * max_len
+
+
+def _pe_call(fn, max_len, d):
+    return call(fn, max_len, d, tried=f"sinusoidal_positional_encoding({max_len}, {d})",
+                contract="sinusoidal_positional_encoding(max_len, d_model) -> a float32 "
+                         "(max_len, d_model) tensor")
+
+
 def _compare_pe(fn, max_len, d):
-    pe = _pe_shape(fn(max_len, d), max_len, d)
+    pe = _pe_shape(_pe_call(fn, max_len, d), max_len, d)
     expect_close(pe, ref.positional_encoding64(max_len, d),
-                 f"the encoding for max_len = {max_len}, d_model = {d}", atol=1e-4, rtol=0,
-                 diagnoses=_pe_diagnoses(max_len, d))
+                 f"the encoding for max_len = {max_len}, d_model = {d}", atol=pe_atol(max_len),
+                 rtol=0, diagnoses=_pe_diagnoses(max_len, d))
 
 
 def check_sinusoidal_positional_encoding(fn) -> Report:
     c = Check("sinusoidal_positional_encoding")
 
     with c.case("returns a float32 tensor of shape (max_len, d_model)"):
-        pe = _pe_shape(fn(10, 6), 10, 6)
+        pe = _pe_shape(_pe_call(fn, 10, 6), 10, 6)
         expect(pe.dtype == torch.float32, f"the encoding should have dtype torch.float32, got "
                f"{pe.dtype} — it is added to float32 embeddings; convert with .float()")
 
@@ -657,8 +808,8 @@ def check_sinusoidal_positional_encoding(fn) -> Report:
                 weight=3):
         _compare_pe(fn, 50, 16)
 
-    with c.case("other sizes: (1, 2), (7, 6), (256, 64), max_len < d_model"):
-        for max_len, d in ((1, 2), (7, 6), (256, 64), (3, 10)):
+    with c.case("other sizes: (1, 2), (7, 6), (256, 64), (2048, 64), max_len < d_model"):
+        for max_len, d in ((1, 2), (7, 6), (256, 64), (2048, 64), (3, 10)):
             _compare_pe(fn, max_len, d)
     return c.report()
 
