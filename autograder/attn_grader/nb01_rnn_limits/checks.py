@@ -58,6 +58,13 @@ def check_rnn_step(rnn_step) -> Report:
                 diagnoses=_step_diagnoses(x, h, W_xh, W_hh, b_h),
             )
 
+    with c.case("saturates without overflow for large pre-activations (|a| ~ 100)"):
+        xl, hl = randn(B, D, seed=8, scale=60.0), randn(B, H, seed=9)
+        expect_close(rnn_step(xl, hl, W_xh, W_hh, b_h), ref.rnn_step(xl, hl, W_xh, W_hh, b_h),
+                     "h_t for large inputs",
+                     hint="tanh written from exp overflows (exp(89) is inf in float32): use "
+                     "torch.tanh")
+
     with c.case("works for a batch of one"):
         x1, h1 = randn(1, D, seed=6), randn(1, H, seed=7)
         expect_close(
@@ -111,6 +118,16 @@ def check_rnn_forward(rnn_forward) -> Report:
             hs, _ = as_pair(rnn_forward(x, h0, W_xh, W_hh, b_h), "rnn_forward")
             expected, _ = ref.rnn_forward(x, h0, W_xh, W_hh, b_h)
             expect_close(hs, expected.detach(), "hs", atol=1e-5, diagnoses=diagnoses(x, h0))
+
+    with c.case("causal: changing later inputs leaves earlier states unchanged"):
+        hs, _ = as_pair(rnn_forward(x, h0, W_xh, W_hh, b_h), "rnn_forward")
+        later = x.clone()
+        later[:, 3:] = randn(B, T - 3, D, seed=27, scale=2.0)
+        hs2, _ = as_pair(rnn_forward(later, h0, W_xh, W_hh, b_h), "rnn_forward")
+        expect_close(as_tensor(hs2, "hs")[:, :3], as_tensor(hs, "hs")[:, :3],
+                     "hs at steps 0..2 after changing x at steps 3 and later",
+                     hint="the state at step t may only depend on x[:, :t + 1] and h0 (is "
+                     "the sequence read in reverse?)")
 
     with c.case("h_last is the state after the last step"):
         hs, h_last = as_pair(rnn_forward(x, h0, W_xh, W_hh, b_h), "rnn_forward")
