@@ -321,7 +321,8 @@ def check_Decoder(Decoder) -> Report:
         _, expected, _, diag = _decoder_diagnoses(ref_dec, x, h)
         expect_close(hidden, expected, "hidden", atol=1e-5, diagnoses=diag)
 
-    with c.case("one step at a time gives the same as the whole sequence, for B = 1 too"):
+    with c.case("one step at a time gives the same as the whole sequence, for B = 1 too; "
+                "later inputs change no earlier logits"):
         student = build_like(Decoder, ref_dec, (V_DEC, E_DEC, H_DEC), "Decoder")
         x1, h1 = x[:1], h[:1]
         with torch.no_grad():
@@ -335,6 +336,13 @@ def check_Decoder(Decoder) -> Report:
             expect_close(hidden, e_hidden, "hidden for B = 1")
 
         _with_B1_hint(go)
+        later = x.clone()
+        later[:, 3:] = torch.randint(3, V_DEC, (B, T - 3), generator=generator(26))
+        first, _ = run(student, x, h)
+        second, _ = run(student, later, h)
+        expect_close(as_tensor(second, "logits")[:, :3], as_tensor(first, "logits")[:, :3],
+                     "logits at steps 0..2 after changing the inputs at steps 3 and later",
+                     hint="the logits at step t may only depend on dec_inputs[:, :t + 1]")
 
     with c.case("gradients flow back into the context (so the encoder learns); inputs are "
                 "not modified"):
