@@ -258,6 +258,7 @@ class Agent:
         self.slots: dict[int, tuple[list, list]] = {}
         self.counter = 0
         self.baseline = _hooks_now()
+        self.alerts: list[str] = []
 
     # ---- handles
 
@@ -394,13 +395,59 @@ class Agent:
         """What in the kernel's machinery was replaced or added since the agent started: a
         reviewer's hint (the score never depends on it)."""
         now = _hooks_now()
-        found = sorted(name for name, ident in now.items() if self.baseline.get(name) != ident)
-        return {"changed": found}
+        found = sorted(f"replaced or added {name}" for name, ident in now.items()
+                       if self.baseline.get(name) != ident)
+        return {"replaced": found, "alerts": list(self.alerts)}
+
+    def watch(self, hidden: list[str], shown: list[str]) -> None:
+        """Note (never block: the sandbox does that) attempts to use the network or to
+        reach files under ``hidden`` (the grader's folders) other than those under
+        ``shown``. An audit hook, which cannot be removed once added."""
+        import os
+        import socket
+
+        hidden = [os.path.abspath(h) for h in hidden]
+        shown = [os.path.abspath(s) for s in shown]
+        alerts = self.alerts
+        inet = (socket.AF_INET, socket.AF_INET6)
+
+        def outside(path) -> bool:
+            try:
+                path = os.path.abspath(os.fsdecode(path))
+            except (TypeError, ValueError):
+                return False
+            return any(path == h or path.startswith(h + os.sep) for h in hidden) and not any(
+                path == s or path.startswith(s + os.sep) for s in shown)
+
+        def hook(event, args):
+            if len(alerts) >= 20:
+                return
+            if event in ("open", "os.listdir", "os.scandir") and args and isinstance(
+                    args[0], str | bytes) and outside(args[0]):
+                alerts.append(f"tried to reach {os.fsdecode(args[0])[:200]} (the grader's "
+                              "files, outside its sandbox)")
+            elif event in ("socket.connect", "socket.bind", "socket.sendto") and args and \
+                    getattr(args[0], "family", None) in inet:
+                alerts.append(f"tried to use the network ({event} {str(args[-1])[:100]})")
+
+        sys.addaudithook(hook)
+
+
+def _from_notebook(obj) -> bool:
+    """Whether a callable was written in the notebook (not by a library such as
+    matplotlib or autoreload, which register IPython hooks of their own)."""
+    fn = getattr(obj, "__func__", obj)
+    call = vars(type(fn)).get("__call__")  # a callable object's method, if any
+    code = getattr(fn, "__code__", None) or getattr(call, "__code__", None)
+    filename = getattr(code, "co_filename", "") or ""
+    module = getattr(fn, "__module__", None) or getattr(type(obj), "__module__", "")
+    return (module == "__main__" or "ipykernel_" in filename
+            or filename.startswith("<ipython-input"))
 
 
 def _hooks_now() -> dict[str, object]:
-    """Identity of the IPython and interpreter hooks that could rewrite or forge what a cell
-    shows, and of the functions comparisons lean on."""
+    """What could rewrite or forge what a cell shows, or fake a comparison: hooks written in
+    the notebook, and the identity of hooks and functions that are replaced, not added to."""
     state: dict[str, object] = {}
     try:
         ip = get_ipython()  # noqa: F821 (defined inside IPython)
@@ -409,22 +456,22 @@ def _hooks_now() -> dict[str, object]:
     if ip is not None:
         for name in ("input_transformers_cleanup", "input_transformers_post",
                      "ast_transformers"):
-            state[f"IPython {name}"] = tuple(id(x) for x in getattr(ip, name, []))
+            state[f"an IPython {name} entry"] = tuple(
+                id(x) for x in getattr(ip, name, []) if _from_notebook(x))
         for event, callbacks in ip.events.callbacks.items():
-            state[f"IPython event {event}"] = tuple(id(cb) for cb in callbacks)
-        state["IPython displayhook"] = id(ip.displayhook)
-        state["IPython display_pub"] = id(ip.display_pub)
-        state["IPython run_cell"] = id(type(ip).run_cell)
+            state[f"an IPython '{event}' event callback"] = tuple(
+                id(cb) for cb in callbacks if _from_notebook(cb))
+        state["IPython's displayhook"] = id(ip.displayhook)
+        state["IPython's display publisher"] = id(ip.display_pub)
+        state["IPython's run_cell"] = id(getattr(type(ip), "run_cell", None))
+        state["IPython's run_cell (on the shell)"] = id(vars(ip).get("run_cell"))
     state["sys.displayhook"] = id(sys.displayhook)
-    state["sys.excepthook"] = id(sys.excepthook)
-    state["sys.meta_path"] = tuple(id(x) for x in sys.meta_path)
-    state["sys.settrace"] = id(sys.gettrace())
-    state["sys.setprofile"] = id(sys.getprofile())
     for name in ("allclose", "isclose", "equal", "softmax", "matmul", "manual_seed"):
         state[f"torch.{name}"] = id(getattr(torch, name))
     for name in ("__eq__", "__repr__", "backward", "clone", "detach", "numpy"):
         state[f"torch.Tensor.{name}"] = id(getattr(torch.Tensor, name))
     state["torch.nn.Module.__call__"] = id(torch.nn.Module.__call__)
+    state["numpy.allclose"] = id(np.allclose)
     state["math.isclose"] = id(math.isclose)
     for name in ("isinstance", "type", "print", "__import__", "getattr", "len"):
         state[f"builtins.{name}"] = id(getattr(builtins, name))
@@ -454,6 +501,15 @@ def install(cap: int = 1 << 20) -> Agent:
 
         manager = comm.get_comm_manager()
     manager.register_target(COMM_TARGET, on_open)
+    import os
+
+    watch = os.environ.get("ATTN_GRADING_WATCH")
+    if watch:
+        try:
+            spec = json.loads(watch)
+            agent.watch(list(spec.get("hidden", [])), list(spec.get("shown", [])))
+        except (ValueError, TypeError, AttributeError):
+            pass
     resets = [_cap_stream(s, cap) for s in (sys.stdout, sys.stderr)]
     for reset in resets:
         ip.events.register("pre_run_cell", reset)

@@ -8,7 +8,11 @@ gradebook made once per assignment by ``nbgrader generate_assignment``). So:
 - submissions run side by side (``workers``), and one cannot touch another's files or the
   course gradebook: the course's ``gradebook.db`` is written only here, in the parent process,
   one result at a time (:func:`_merge`);
-- each kernel is forked from a server that imported torch once (:mod:`warm_kernels`);
+- every submission's kernel runs in a sandbox (:mod:`sandbox`): no network, no view of the
+  course, the grading package or other submissions; its hidden tests are judged outside it,
+  in the grading process (:mod:`judge`), and their points recorded there;
+- each kernel is forked, inside its worker's sandbox, from a server that imported torch once
+  (:mod:`warm_kernels`); the sandbox is reset between two submissions;
 - each run has a total wall-time limit and a memory cap (``RLIMIT_AS``, inherited by the
   kernel); when it is hit, or the kernel dies, the whole process group is killed and the
   submission keeps the points of the test cells that ran before, read from a checkpoint the
@@ -25,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import queue
 import resource
 import shutil
 import signal
@@ -44,14 +49,16 @@ from nbgrader.api import Gradebook, MissingEntry
 from attn_course import (
     grading_job,
     integrity,
+    judge,
     nbgrader_runner,
     notebooks,
     report,
+    sandbox,
     verdict,
     warm_kernels,
 )
 from attn_course.grading_job import CHECKPOINT_ENV, JOB_ENV
-from attn_grader import guard
+from attn_grader import agent
 
 MANIFEST = Path("autograded") / ".attn-grading.json"
 #: Where a file changed during grading is kept before the original is put back (outside
@@ -97,12 +104,15 @@ _CONFIG_TAIL = '''
 from nbconvert.preprocessors import ClearMetadataPreprocessor
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,
                                     LimitOutput, SaveAutoGrades)
-from attn_course.grading_job import CheckpointExecute
+from attn_course.judge import JudgingExecute
 c.Autograde.autograde_preprocessors = [
-    CheckpointExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
+    JudgingExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
     AssignLatePenalties, CheckCellMetadata,
 ]
 c.CourseDirectory.root = {root!r}
+# the kernel's sockets: files in its sandbox's folder (it has no network to listen on)
+c.KernelManager.transport = "ipc"
+c.KernelManager.connection_file = {connection_file!r}
 '''
 
 # --------------------------------------------------------------------------- one submission
@@ -197,15 +207,45 @@ def _tail(path: Path, n: int = 4000) -> str:
         return ""
 
 
+@dataclass
+class _Slot:
+    """Where one worker's kernels run: its server (warm, sandboxed or not) and the one folder
+    its kernels may write (``folder``, wiped between two jobs)."""
+
+    kernels: warm_kernels.KernelSlot
+    folder: Path
+
+
+#: The IPython start-up file that installs the grading agent in a kernel, before any of the
+#: student's code: the agent's own source, so the kernel needs nothing of the grading package.
+_AGENT_STARTUP = """\
+import sys as _sys, types as _types
+_module = _types.ModuleType("_attn_grading_agent")
+exec(compile({source!r}, "<attn-grading-agent>", "exec"), _module.__dict__)
+_sys.modules["_attn_grading_agent"] = _module
+_module.install()
+del _sys, _types, _module
+"""
+
+
 class _Runner:
     """Runs jobs in subprocesses; remembers the live process groups so that an interrupted
     run leaves no kernel behind, and when each job ran (to know who could have touched a
     file that changed)."""
 
     def __init__(self, root: Path, work: Path, templates: dict[str, Path], limits: Limits,
-                 files: integrity.FileGuard):
+                 files: integrity.FileGuard, slots: list[_Slot], sandboxed: bool):
         self.root, self.work, self.templates, self.limits = root, work, templates, limits
         self.files = files
+        self.sandboxed = sandboxed
+        self.slots: queue.Queue[_Slot] = queue.Queue()
+        for slot in slots:
+            self.slots.put(slot)
+        self.agent_startup = _AGENT_STARTUP.format(source=Path(agent.__file__).read_text(
+            encoding="utf-8"))
+        shown = [str(p) for p in sandbox.Sandbox(work).shown()]
+        self.watch = {"hidden": sorted({str(root), str(Path.home()), str(work)}),
+                      "shown": shown}
         # the released notebooks of what is graded (to put deleted cells back), and the cell
         # ids of every assignment in the course (to recognise a notebook of the wrong one)
         self.releases = {aid: {p.stem: nbformat.read(str(p), as_version=4)
@@ -215,7 +255,6 @@ class _Runner:
                                   for c in notebooks.read(p).cells if notebooks.grade_id(c)}
                          for d in sorted((root / "source").iterdir()) if d.is_dir()}
         self.zygote: grading_job.Zygote | None = None  # set by _run_jobs
-        self.kernelspecs: Path | None = None  # where the warm kernel's spec is, if it runs
         self.live: set[int] = set()
         self.lock = threading.Lock()
         self.stopping = False
@@ -232,19 +271,16 @@ class _Runner:
             for pgid in list(self.live):
                 grading_job.killpg(pgid)
 
-    def _prepare(self, job: _Job, course: Path, expected) -> tuple[list[str], list[str]]:
+    def _prepare(self, job: _Job, course: Path, slot: _Slot) -> tuple[list[str], list[str]]:
         """The job's scratch course, written from the remembered copies (not from disk, which
         another job could have changed). Returns (flags, notes) about the submission."""
         template = self.templates[job.assignment]
         config = dict(self.files.snapshot())[(self.root / "nbgrader_config.py").resolve()].decode()
-        (course / "nbgrader_config.py").write_text(
-            config + _CONFIG_TAIL.format(root=str(course)), encoding="utf-8")
+        (course / "nbgrader_config.py").write_text(config + _CONFIG_TAIL.format(
+            root=str(course), connection_file=str(slot.folder / "runtime" / "kernel.json")),
+            encoding="utf-8")
         self.files.copy_tree(template / "source", course / "source")
         self.files.copy_tree(template / "gradebook.db", course / "gradebook.db")
-        integrity.write_packages(self.files, course / "packages")
-        (course / "ipython" / "profile_default" / "startup").mkdir(parents=True)
-        (course / "ipython" / "profile_default" / "startup" / "00-attn-grader.py").write_text(
-            "import attn_grader.guard as _guard\n_guard.install()\ndel _guard\n")
         dest = course / "submitted" / job.student / job.assignment
         shutil.copytree(job.folder, dest, symlinks=True)
         flags, notes = [], []
@@ -265,6 +301,27 @@ class _Runner:
                 nbformat.write(nb, str(path))
         return flags, notes
 
+    def _prepare_slot(self, job: _Job, slot: _Slot) -> None:
+        """The kernel's side of the job, in the slot's folder (emptied first): its home, its
+        working folder with the submission's other files, the agent's start-up file."""
+        for entry in slot.folder.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        home, cwd, runtime = slot.folder / "home", slot.folder / "work", slot.folder / "runtime"
+        startup = slot.folder / "ipython" / "profile_default" / "startup"
+        for folder in (home, cwd, runtime, startup):
+            folder.mkdir(parents=True)
+        (startup / "00-attn-grading-agent.py").write_text(self.agent_startup, encoding="utf-8")
+        for extra in job.folder.iterdir():
+            if extra.is_file() and not extra.is_symlink() and extra.suffix != ".ipynb":
+                shutil.copy2(extra, cwd / extra.name)
+        slot.kernels.write_spec({
+            "HOME": str(home), "IPYTHONDIR": str(slot.folder / "ipython"),
+            "MPLCONFIGDIR": str(home / ".matplotlib"), "JUPYTER_RUNTIME_DIR": str(runtime),
+            "ATTN_GRADING_WATCH": json.dumps(self.watch)}, cwd=str(cwd))
+
     def run(self, job: _Job, expected: dict[tuple[str, str], float]) -> tuple[Result, Path]:
         start = time.perf_counter()
         course = self.work / "jobs" / f"{job.assignment}--{job.student}"
@@ -277,19 +334,25 @@ class _Runner:
         if course.exists():  # a second run of the same job (quarantine)
             shutil.rmtree(course)
         course.mkdir(parents=True)
-        flags, notes = self._prepare(job, course, expected)
-        checkpoint = course / "checkpoint.json"
-        integrity_log = course / "integrity.json"
+        slot = self.slots.get()
+        try:
+            return self._run_in(slot, job, course, expected, start)
+        finally:
+            if not slot.kernels.reset():  # the next job's kernels start cold (still sandboxed)
+                slot.kernels.write_spec({})
+            self.slots.put(slot)
+
+    def _run_in(self, slot: _Slot, job: _Job, course: Path, expected, start: float):
+        flags, notes = self._prepare(job, course, slot)
+        self._prepare_slot(job, slot)
+        checkpoint, record = course / "checkpoint.json", course / "record.jsonl"
         token = f"{os.getpid()}-{job.assignment}-{job.student}"
         env = nbgrader_runner._env()
         env.update({CHECKPOINT_ENV: str(checkpoint), JOB_ENV: token,
-                    guard.LOG_ENV: str(integrity_log),
-                    "IPYTHONDIR": str(course / "ipython"),
-                    **({"JUPYTER_PATH": os.pathsep.join(filter(None, [
-                        str(self.kernelspecs), env.get("JUPYTER_PATH")]))}
-                       if self.kernelspecs else {}),
-                    "PYTHONPATH": os.pathsep.join(
-                        filter(None, [str(course / "packages"), env.get("PYTHONPATH")]))})
+                    judge.RECORD_ENV: str(record),
+                    "JUPYTER_RUNTIME_DIR": str(slot.folder / "runtime"),
+                    "JUPYTER_PATH": os.pathsep.join(filter(None, [
+                        slot.kernels.jupyter_path, env.get("JUPYTER_PATH")]))})
         argv = ["autograde", job.assignment, "--force", f"--student={job.student}"]
         log_path = course / "nbgrader.log"
         timed_out = False
@@ -307,18 +370,17 @@ class _Runner:
             except subprocess.TimeoutExpired:
                 timed_out = True
             finally:
-                grading_job.killpg(proc.pid)  # the kernel, and anything the student's code started
-                grading_job.kill_leftovers(token)  # and what escaped the group with setsid
+                grading_job.killpg(proc.pid)  # nbgrader and the kernel's client
+                if not self.sandboxed:  # (a sandbox is reset by its server, see run())
+                    grading_job.kill_leftovers(token)  # what escaped the group with setsid
                 proc.wait()
                 with self.lock:
                     self.live.discard(proc.pid)
         self.spans[job][1] = time.monotonic()
-        result = self._collect(job, course, expected, proc.returncode, timed_out, _tail(log_path))
-        result.flags = flags + verdict.runtime_flags(integrity_log)
-        private = self._private_changes(course)
-        if private:
-            result.flags.append("changed files of the grading it was given: " + ", ".join(
-                private[:5]) + (" ..." if len(private) > 5 else ""))
+        scores, judged_flags = judge.read_record(record)
+        result = self._collect(job, course, expected, proc.returncode, timed_out,
+                               _tail(log_path), scores)
+        result.flags = flags + judged_flags
         if notes:
             result.reason = "; ".join(filter(None, [result.reason, *notes]))
         result.seconds = round(time.perf_counter() - start, 1)
@@ -343,38 +405,21 @@ class _Runner:
             return f"no notebook named {wanted} in the submission (found {', '.join(present)})"
         return ""
 
-    def _private_changes(self, course: Path) -> list[str]:
-        """Files of this job's copy of the grading and helper packages that it changed."""
-        changed = []
-        for name, folder in integrity.package_dirs().items():
-            folder = folder.resolve()
-            want = {p.relative_to(folder): data for p, data in self.files.snapshot()
-                    if folder in p.parents and "__pycache__" not in p.parts}
-            have = {p.relative_to(course / "packages" / name): p
-                    for p in (course / "packages" / name).rglob("*")
-                    if p.is_file() and "__pycache__" not in p.parts}
-            for rel in sorted(set(want) | set(have)):
-                if rel not in have or rel not in want or have[rel].read_bytes() != want[rel]:
-                    changed.append(f"{name}/{rel}")
-        return changed
-
-    def _collect(self, job, course, expected, returncode, timed_out, log) -> Result:
+    def _collect(self, job, course, expected, returncode, timed_out, log, record) -> Result:
         graded = course / "autograded" / job.student / job.assignment
         points = {cell: p for (_, cell), p in expected.items()}
         names = sorted({nb for (nb, _) in expected})
         if not timed_out and returncode == 0 and any(graded.glob("*.ipynb")):
-            v = verdict.finished(graded, points, names, self.limits.memory_bytes)
+            v = verdict.finished(graded, points, names, self.limits.memory_bytes, record)
         else:
             v = verdict.stopped(course / "checkpoint.json", graded, job.folder, points, names,
                                 timed_out=timed_out, returncode=returncode, log=log,
-                                wall_s=self.limits.wall_s, memory_cap=self.limits.memory_bytes)
+                                wall_s=self.limits.wall_s, memory_cap=self.limits.memory_bytes,
+                                record=record)
         cells = {cell: v.scores.get(cell, 0.0) for cell in points}
         return Result(job.student, job.assignment, v.status, v.reason,
                       round(sum(cells.values()), 3), float(sum(expected.values())),
                       {c.removeprefix("test_"): x for c, x in cells.items()}, digest=job.digest)
-
-
-
 
 
 # --------------------------------------------------------------------------- the course
@@ -452,14 +497,23 @@ def _jobs(root: Path, assignment_ids: Iterable[str], manifest: dict,
 
 def grade(root: Path, assignment_ids: list[str], workers: int | None = None,
           limits: Limits = Limits(), force: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print, warm: bool = True) -> list[Result]:
+          log: Callable[[str], None] = print, warm: bool = True,
+          sandboxed: bool = True) -> list[Result]:
     """Grade what is new or changed under ``root/submitted`` for these assignments; return the
     results of every submission of them (fresh and from earlier runs).
 
     ``warm``: start kernels forked from one that has imported torch (:mod:`warm_kernels`);
-    without, every kernel starts from scratch as in plain nbgrader."""
+    without, every kernel starts from scratch as in plain nbgrader. ``sandboxed``: run every
+    kernel in a bubblewrap sandbox (:mod:`sandbox`); raises
+    :class:`~attn_course.sandbox.SandboxUnavailable` when none can be made here. Without it,
+    the student's code runs with the instructor's permissions and network (the scores are
+    still computed outside its process)."""
     root = Path(root).resolve()
     workers = max(1, workers or os.cpu_count() or 1)
+    if sandboxed:
+        problem = sandbox.probe()
+        if problem:
+            raise sandbox.SandboxUnavailable(problem)
     _alembic_on_path()
     manifest = _load_manifest(root)
     jobs, unchanged = _jobs(root, assignment_ids, manifest, force)
@@ -470,7 +524,7 @@ def grade(root: Path, assignment_ids: list[str], workers: int | None = None,
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
         try:
-            _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm)
+            _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandboxed)
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
@@ -486,12 +540,16 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _guard_for(root: Path, work: Path) -> integrity.FileGuard:
-    """Everything a submission must not change, remembered before any of them runs."""
+def _guard_for(root: Path, work: Path, sandboxed: bool) -> integrity.FileGuard:
+    """Everything a submission must not change, remembered before any of them runs. In a
+    sandbox a submission sees none of it: then only what each job is written from."""
     g = integrity.FileGuard()
+    if sandboxed:
+        g.watch(root / "nbgrader_config.py", work / "template")
+        return g
     g.watch(*integrity.package_dirs().values(), *integrity.startup_hooks(),
             root / "nbgrader_config.py", root / "source", root / "release", root / "submitted",
-            root / "autograded", root / "gradebook.db", work / "template", work / "jupyter")
+            root / "autograded", root / "gradebook.db", work / "template", work / "kit")
     for d in integrity.site_dirs():
         g.watch_glob(d, "*.pth")
     return g
@@ -503,37 +561,56 @@ def _failed(job: _Job, expected, exc: BaseException) -> Result:
                   {c.removeprefix("test_"): 0.0 for (_, c) in expected}, digest=job.digest)
 
 
-def _start_warm_kernels(work: Path, log) -> warm_kernels.WarmKernels | None:
-    try:
-        return warm_kernels.WarmKernels(nbgrader_runner._env(), work, mark=JOB_ENV)
-    except (OSError, RuntimeError) as exc:
-        log(f"kernels will start cold (each imports torch again): {exc}")
-        return None
+def _start_slots(work: Path, count: int, warm: bool, sandboxed: bool, log) -> list[_Slot]:
+    """One slot per worker, their servers importing torch side by side. Kernel folders have
+    short paths: a ZeroMQ IPC socket's path must fit in 107 bytes."""
+    kit = work / "kit"
+    kit.mkdir(exist_ok=True)
+    script = kit / "warm_kernels.py"
+    shutil.copy2(warm_kernels.__file__, script)
+    env = nbgrader_runner._env()
+
+    def start(k: int) -> _Slot:
+        folder = work / f"s{k}"
+        box = sandbox.Sandbox(folder, readonly=[kit]) if sandboxed else None
+        allow = list(sandbox.KERNEL_ENV) if sandboxed else None
+        kernels = warm_kernels.KernelSlot(env, work / f"c{k}", folder, sandbox=box,
+                                          mark=JOB_ENV, allow=allow, script=str(script),
+                                          warm=warm)
+        return _Slot(kernels, folder)
+
+    slots = [start(k) for k in range(count)]  # from this thread: see KernelSlot
+    for slot in slots:
+        slot.kernels.wait_ready()
+    reasons = {s.kernels.cold_reason for s in slots if s.kernels.cold_reason}
+    if reasons:
+        log("kernels will start cold (each imports torch again): " + "; ".join(reasons))
+    return slots
 
 
-def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm) -> None:
+def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandboxed) -> None:
     from tqdm.auto import tqdm
 
-    with tempfile.TemporaryDirectory(prefix="attn-grading-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="attn-") as tmp:
         work = Path(tmp)
         zygote = grading_job.Zygote(nbgrader_runner._env())
-        kernels = _start_warm_kernels(work, log) if warm else None
+        slots: list[_Slot] = []
         try:
+            slots = _start_slots(work, min(workers, len(jobs)), warm, sandboxed, log)
             templates = _prepare_templates(root, work, sorted({j.assignment for j in jobs}),
                                            zygote)
         except BaseException:
             zygote.close()
-            if kernels:
-                kernels.close()
+            for slot in slots:
+                slot.kernels.close()
             raise
         expected = {aid: _expected_cells(t, aid) for aid, t in templates.items()}
         for aid, template in templates.items():
             if not _registered_alike(root, template, aid):
                 _register_in_course(root, work, aid)
-        files = _guard_for(root, work)
-        runner = _Runner(root, work, templates, limits, files)
+        files = _guard_for(root, work, sandboxed)
+        runner = _Runner(root, work, templates, limits, files, slots, sandboxed)
         runner.zygote = zygote
-        runner.kernelspecs = kernels and Path(kernels.jupyter_path)
         bar = tqdm(total=len(jobs), desc="grading", unit="submission", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         suspects: dict[tuple[str, str], _Job] = {}
@@ -597,7 +674,7 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm) -> Non
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             runner.zygote.close()
-            if kernels:
-                kernels.close()
+            for slot in slots:
+                slot.kernels.close()
             files.clean_bytecode()
             bar.close()

@@ -1,11 +1,12 @@
-"""The processes of a grading job, kept light: no torch, no grading package
-(``attn_course.grading`` imports both), so that a job starts fast.
+"""The processes of a grading job.
 
 Inside the job's nbgrader process:
 
-- :class:`CheckpointExecute`: nbgrader's executor, checkpointing after every cell;
-- :func:`zygote`: one process that imports nbgrader once and forks a fresh
-  ``nbgrader autograde`` per submission.
+- :class:`CheckpointExecute`: nbgrader's executor, checkpointing after every cell (the
+  judging executor, :class:`attn_course.judge.JudgingExecute`, builds on it);
+- :func:`zygote`: one process that imports nbgrader, torch and the grading package (every
+  check, every reference) once and forks a fresh ``nbgrader autograde`` per submission, so
+  that a job starts in milliseconds and judges its hidden tests with what it inherited.
 
 On the parent's side (``attn_course.grading``): :class:`Zygote` drives that process, and
 :func:`killpg` / :func:`kill_leftovers` stop a job and everything it started.
@@ -95,9 +96,18 @@ def zygote() -> None:
     import select
 
     no_rfc3987()
+    import importlib
+    import pkgutil
+
     import nbconvert.preprocessors  # noqa: F401
     import nbgrader.apps.nbgraderapp  # noqa: F401 (imports every app)
     import nbgrader.preprocessors  # noqa: F401
+
+    import attn_course.judge  # noqa: F401 (the judging executor: torch, the channel)
+    import attn_grader
+
+    for info in pkgutil.walk_packages(attn_grader.__path__, "attn_grader."):
+        importlib.import_module(info.name)  # every check and reference, from the files now
 
     inp = sys.stdin.fileno()
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)

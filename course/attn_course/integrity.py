@@ -6,8 +6,6 @@
 - :class:`FileGuard` remembers files the grading depends on (the grading and helper
   packages, the course's source and config, ``.pth`` start-up hooks, the gradebook, other
   submissions) byte for byte, notices any change, and puts them back.
-- :func:`write_packages` gives every job its own copy of the grading and helper packages,
-  written from that remembered copy, so what one job does to its copy reaches no other job.
 - :func:`restore_missing_cells` and :func:`assignment_of` handle notebooks whose structure
   nbgrader cannot cope with on its own.
 """
@@ -208,7 +206,8 @@ class FileGuard:
                 if not p.exists():
                     del self.content[p], self.stat[p]
             for p in _files(path):
-                self._remember(p)
+                if any(p == r or r in p.parents for r, _ in self.roots):
+                    self._remember(p)
 
     def changes(self) -> list[Change]:
         with self.lock:
@@ -295,14 +294,6 @@ def package_dirs() -> dict[str, Path]:
     import attn_utils
 
     return {m.__name__: Path(m.__file__).parent for m in (attn_course, attn_grader, attn_utils)}
-
-
-def write_packages(guard: FileGuard, dest: Path) -> Path:
-    """A private copy of the grading, helper and course packages under ``dest``; put it
-    first on ``PYTHONPATH``."""
-    for name, folder in package_dirs().items():
-        guard.copy_tree(folder, dest / name)
-    return dest
 
 
 # --------------------------------------------------------------------------- structure

@@ -1,11 +1,11 @@
 """What one grading job's leftovers mean: the points, a status and a reason in words.
 
 A job either finished (nbgrader wrote the executed notebooks to ``autograded/``) or was
-stopped: at the wall-time limit, at the memory cap, or by a dead kernel. Then the points of
-the test cells that ran before come from the checkpoint the executor writes after every cell
-(:class:`attn_course.grading_job.CheckpointExecute`). Either way the points are counted here
-from the executed notebook, as nbgrader counts them, never read from the job's gradebook:
-that is a file the student's code could have written.
+stopped: at the wall-time limit, at the memory cap, or by a dead kernel. Either way the
+points are those of the grading process's record (:mod:`attn_course.judge`): each hidden test
+was judged there, outside the student's process, and appended to the record as it was
+judged, so a job stopped half-way keeps the points of the tests judged before. Points are
+never read from a notebook's outputs or from the job's gradebook.
 """
 
 from __future__ import annotations
@@ -56,13 +56,15 @@ def unreadable(folder: Path, notebook_names: list[str]) -> str:
     return ""
 
 
+def _judged(record: dict[str, float], points: dict[str, float]) -> dict[str, float]:
+    return {cell: min(max(float(record.get(cell, 0.0)), 0.0), points[cell]) for cell in points}
+
+
 def finished(graded: Path, points: dict[str, float], notebook_names: list[str],
-             memory_cap: int) -> Verdict:
+             memory_cap: int, record: dict[str, float]) -> Verdict:
     """A job nbgrader saw to the end: ``graded`` holds its executed notebooks."""
     nbs = [nbformat.read(str(p), as_version=4) for p in graded.glob("*.ipynb")]
-    scores: dict[str, float] = {}
-    for nb in nbs:
-        scores.update(score_notebook(nb, len(nb.cells), points))
+    scores = _judged(record, points)
     status, reason = "ok", ""
     if any(memory_hit(nb) for nb in nbs):
         status = "limit"
@@ -83,27 +85,27 @@ def finished(graded: Path, points: dict[str, float], notebook_names: list[str],
 
 def stopped(checkpoint: Path, graded: Path, submission: Path, points: dict[str, float],
             notebook_names: list[str], *, timed_out: bool, returncode: int | None, log: str,
-            wall_s: float, memory_cap: int) -> Verdict:
-    """A job that did not finish: its points are those of the checkpoint, if any. What ran is
-    kept in ``graded`` (with the submission's other files, such as ``timestamp.txt``, which
-    ``release_feedback`` needs), for feedback and review."""
-    last, nb = -1, None
+            wall_s: float, memory_cap: int, record: dict[str, float]) -> Verdict:
+    """A job that did not finish: its points are those of the tests judged before it
+    stopped. What ran (the executor's checkpoint) is kept in ``graded`` (with the
+    submission's other files, such as ``timestamp.txt``, which ``release_feedback`` needs),
+    for feedback and review."""
+    nb = None
     try:
         data = json.loads(checkpoint.read_text(encoding="utf-8"))
-        last, nb = data["last"], nbformat.from_dict(data["nb"])
+        nb = nbformat.from_dict(data["nb"])
     except (OSError, ValueError, KeyError):
         pass
-    scores: dict[str, float] = {}
+    scores = _judged(record, points)
     if nb is not None:
-        scores = score_notebook(nb, last, points)
         graded.mkdir(parents=True, exist_ok=True)
         if len(notebook_names) == 1:
             nbformat.write(nb, str(graded / f"{notebook_names[0]}.ipynb"))
         for extra in submission.iterdir():
             if extra.is_file() and extra.suffix != ".ipynb" and not (graded / extra.name).exists():
                 shutil.copy2(extra, graded / extra.name)
-    ran = ("the points of the test cells that ran before are kept" if nb is not None
-           else "nothing ran, so no points")
+    ran = ("the points of the tests judged before are kept" if any(record.values())
+           or nb is not None else "nothing ran, so no points")
     if timed_out:
         return Verdict("limit", f"stopped at the total time limit of {wall_s:g} s; {ran}", scores)
     if nb is not None and memory_hit(nb):
@@ -114,30 +116,6 @@ def stopped(checkpoint: Path, graded: Path, submission: Path, points: dict[str, 
         return Verdict("crashed", f"{problem}; {ran}", scores)
     return Verdict("invalid", nbgrader_problem(log)
                    or f"nbgrader could not run it (exit {returncode})", scores)
-
-
-def score_notebook(nb, last: int, points: dict[str, float]) -> dict[str, float]:
-    """Points per grade cell of an executed notebook as nbgrader would give them (stderr is
-    ignored, as IgnorePattern does in nbgrader_config.py); cells after ``last`` get 0, and so
-    does a test cell that never ran (no execution count): nbgrader would count its missing
-    error as full marks."""
-    from nbgrader.utils import determine_grade, is_grade
-
-    scores = {}
-    for i, cell in enumerate(nb.cells):
-        if not is_grade(cell) or cell.cell_type != "code":
-            continue
-        name = cell.metadata.nbgrader.grade_id
-        if name not in points or i > last:
-            continue
-        if cell.get("execution_count") is None:
-            scores[name] = 0.0
-            continue
-        cell.outputs = [o for o in cell.get("outputs", [])
-                        if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
-        cell.metadata.nbgrader.points = points[name]
-        scores[name] = float(determine_grade(cell, None)[0] or 0.0)
-    return scores
 
 
 def error_names(nb) -> set[str]:
@@ -164,15 +142,3 @@ def nbgrader_problem(log: str) -> str:
             if text and "Traceback" not in text:
                 return text[:300]
     return ""
-
-
-def runtime_flags(path: Path) -> list[str]:
-    """What the kernel-side guard saw replaced (attn_grader.guard), for a reviewer."""
-    try:
-        names = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    if not isinstance(names, list) or not names:
-        return []
-    return ["replaced while it ran: " + ", ".join(str(n) for n in names[:8])
-            + (" ..." if len(names) > 8 else "")]

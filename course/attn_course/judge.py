@@ -1,0 +1,315 @@
+"""Hidden tests judged outside the student's process.
+
+Under ``attn-course grade``, nbgrader's executor is :class:`JudgingExecute`. It runs every
+cell of the submission in the student's (sandboxed) kernel as nbgrader would, except the
+hidden test cells: a test cell is never sent to the kernel. The executor reads the cell's
+``grade("<assignment>", "<name>", <name>, points=...)`` call itself (the cell's source is
+the instructor's: nbgrader has restored it from the gradebook), and at that point of the
+notebook runs the check here, in the grading process, against the student's object in the
+kernel through a :class:`KernelChannel` (:mod:`attn_grader.remote`). The student's code
+runs only on the check's inputs and only returns values; the comparison, the report and the
+points are computed here. So nothing the student's code prints, displays, returns, patches
+or rewrites (IPython transformers and hooks, ``sys.modules``, torch, numpy) reaches a score.
+
+For nbgrader the cell then looks as if it had run: the report on stdout and the points as
+its result (partial credit), or an error when no case passed. Those outputs are written
+here, and the points are also appended to a record outside the sandbox
+(``$ATTN_GRADING_RECORD``, JSON lines), which is what ``attn-course grade`` reads.
+
+After every other cell the executor asks the kernel's agent what changed in its machinery
+(IPython transformers and hooks, display hooks, torch functions replaced) and whether the
+code tried to use the network or reach the grader's files: a reviewer's hints, recorded
+with the cell where they appeared. They never change a score.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import queue
+import time
+import uuid
+
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_core.utils import run_sync
+
+from attn_course.grading_job import CheckpointExecute
+from attn_grader import agent as wire
+from attn_grader import judge as judge_check
+from attn_grader import remote
+
+RECORD_ENV = "ATTN_GRADING_RECORD"
+#: How long the kernel gets to answer after an interrupt before it is declared gone.
+_GRACE_S = 10.0
+
+
+class KernelChannel(remote.Channel):
+    """Requests to the agent in a running kernel, as comm messages on its shell channel
+    (binary buffers carry the tensors); replies come on iopub. A second client of the same
+    kernel, so nbclient's own client is left as it is."""
+
+    def __init__(self, km, timeout: float):
+        super().__init__()
+        self.km, self.timeout = km, timeout
+        self.kc = BlockingKernelClient()
+        self.kc.load_connection_info(km.get_connection_info(session=False))
+        self.kc.start_channels(hb=False)
+        self.kc.wait_for_ready(timeout=min(timeout, 60))
+        self.comm_id = uuid.uuid4().hex
+        self._send("comm_open", {"comm_id": self.comm_id, "target_name": wire.COMM_TARGET,
+                                 "data": {}})
+        hello = self.request("hello")
+        if hello.get("protocol") != wire.PROTOCOL:
+            raise remote.ChannelBroken("the kernel's grading agent speaks another protocol")
+
+    def _send(self, msg_type: str, content: dict, buffers=None) -> None:
+        msg = self.kc.session.msg(msg_type, content)
+        self.kc.session.send(self.kc.shell_channel.socket, msg, buffers=buffers)
+
+    def _alive(self) -> bool:
+        try:
+            return bool(run_sync(self.km.is_alive)())
+        except Exception:
+            return False
+
+    def exchange(self, header: dict, blob: bytes) -> tuple[dict, bytes]:
+        rid = uuid.uuid4().hex
+        self._send("comm_msg", {"comm_id": self.comm_id, "data": {**header, "id": rid}},
+                   buffers=[blob] if blob else None)
+        deadline = time.monotonic() + self.timeout
+        interrupted = False
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=1.0)
+            except queue.Empty:
+                if not self._alive():
+                    raise remote.ChannelBroken("the kernel died") from None
+                now = time.monotonic()
+                if now < deadline:
+                    continue
+                if interrupted:
+                    raise remote.ChannelBroken(
+                        "the kernel did not answer, even after an interrupt") from None
+                run_sync(self.km.interrupt_kernel)()
+                interrupted, deadline = True, now + _GRACE_S
+                continue
+            content = msg.get("content", {})
+            if msg.get("msg_type") != "comm_msg" or content.get("comm_id") != self.comm_id:
+                continue
+            data = content.get("data")
+            if type(data) is not dict or data.get("id") != rid:
+                continue
+            buffers = msg.get("buffers") or [b""]
+            reply = dict(data)
+            if interrupted and not reply.get("ok"):
+                reply["error"] = {"type": "KeyboardInterrupt",
+                                  "message": f"did not finish within {self.timeout:g} s "
+                                             "(an endless loop?)"}
+            return reply, bytes(buffers[0])
+
+    def close(self) -> None:
+        try:
+            self._send("comm_close", {"comm_id": self.comm_id, "data": {}})
+        finally:
+            self.kc.stop_channels()
+
+
+# --------------------------------------------------------------------------- test cells
+
+
+class TestCall:
+    """``grade("<assignment>", "<name>", <expression>, points=<n>)`` read from a cell."""
+
+    def __init__(self, assignment: str, name: str, expression: str):
+        self.assignment, self.name, self.expression = assignment, name, expression
+
+
+def test_calls(source: str) -> list[TestCall] | None:
+    """The ``grade(...)`` calls of a hidden test cell; None if the cell has code that is
+    neither those calls nor their import (it cannot be judged outside the kernel)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    calls = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom) and stmt.module == "attn_grader" and all(
+                a.name == "grade" for a in stmt.names):
+            continue
+        call = stmt.value if isinstance(stmt, ast.Expr) else None
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                and call.func.id == "grade" and len(call.args) == 3
+                and all(isinstance(a, ast.Constant) and isinstance(a.value, str)
+                        for a in call.args[:2]) and isinstance(call.args[2], ast.Name)):
+            return None
+        calls.append(TestCall(call.args[0].value, call.args[1].value, call.args[2].id))
+    return calls
+
+
+def _is_test_cell(cell) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get(
+        "solution")
+
+
+def _label(cell, index: int) -> str:
+    gid = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+    return f"cell {index + 1}" + (f" ({gid})" if gid else "")
+
+
+class JudgingExecute(CheckpointExecute):
+    """nbgrader's executor, judging hidden test cells outside the kernel (module doc)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._channel: KernelChannel | None = None
+        self._broken = ""
+        self._judged: set[str] = set()
+        self._seen_flags: set[str] = set()
+
+    # ---- the record
+
+    def _record(self, entry: dict) -> None:
+        path = os.environ.get(RECORD_ENV)
+        if not path:
+            return
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def _channel_or_none(self) -> KernelChannel | None:
+        if self._channel is None and not self._broken:
+            try:
+                self._channel = KernelChannel(self.km, float(self.timeout or 180))
+            except Exception as exc:  # the kernel has no agent, or died
+                self._broken = f"the grader could not reach the kernel ({exc})"
+        return self._channel
+
+    # ---- cells
+
+    def execute_cell(self, cell, cell_index, execution_count=None, store_history=True):
+        if _is_test_cell(cell):
+            return self._judge_cell(cell, cell_index)
+        cell = super().execute_cell(cell, cell_index, execution_count, store_history)
+        self._inspect(cell, cell_index)
+        return cell
+
+    def _inspect(self, cell, index: int) -> None:
+        if cell.get("cell_type") != "code" or not cell.get("source", "").strip():
+            return
+        channel = self._channel_or_none()
+        if channel is None:
+            return
+        try:
+            seen = channel.request("inspect")
+        except (remote.ChannelBroken, remote.StudentTimeout) as exc:
+            self._record({"flag": f"{_label(cell, index)}: the kernel's grading agent stopped "
+                                  f"answering ({exc})"})
+            self._channel, self._broken = None, str(exc)
+            return
+        except Exception as exc:  # the agent was tampered with
+            self._record({"flag": f"{_label(cell, index)}: the kernel's grading agent fails "
+                                  f"({type(exc).__name__}: {exc})"})
+            return
+        found = [x for key in ("replaced", "alerts") if type(seen.get(key)) is list
+                 for x in seen[key]]
+        new = [str(x)[:300] for x in found[:50] if str(x) not in self._seen_flags]
+        if new:
+            self._seen_flags.update(new)
+            self._record({"flag": f"{_label(cell, index)}: " + "; ".join(new[:8])})
+
+    def _judge_cell(self, cell, index: int):
+        meta = cell.metadata.nbgrader
+        grade_id, points = meta.get("grade_id", f"cell{index}"), float(meta.get("points", 0))
+        self.code_cells_executed += 1
+        cell["execution_count"] = self.code_cells_executed
+        calls = test_calls(cell.source)
+        text, earned, failure = "", 0.0, ""
+        if grade_id in self._judged:
+            failure = f"{grade_id} appears twice in the notebook; only the first one counts"
+            self._record({"flag": f"{_label(cell, index)}: a second copy of test {grade_id}"})
+        elif not calls:
+            failure = ("this test cell has code other than grade(...) calls; it cannot be "
+                       "judged outside the kernel (instructor: see CONTRIBUTING.md)")
+        else:
+            channel = self._channel_or_none()
+            if channel is None:
+                failure = self._broken
+            else:
+                reports = []
+                for call in calls:
+                    try:
+                        reports.append(judge_check(channel, call.assignment, call.name,
+                                                   call.expression))
+                    except remote.ChannelBroken as exc:
+                        self._channel, self._broken = None, str(exc)
+                        failure = str(exc)
+                        break
+                if reports and not failure:
+                    fraction = sum(r.fraction for r in reports) / len(reports)
+                    earned = round(points * fraction, 3)
+                    text = "\n".join(str(r) for r in reports)
+                    if fraction == 0:
+                        failure = "\n".join(f"{r.name}: no check passed\n{r.message}"
+                                            for r in reports)
+        if grade_id not in self._judged:
+            self._judged.add(grade_id)
+            self._record({"cell": grade_id, "points": earned, "max": points,
+                          "text": text[-20000:]})
+        cell.outputs = []
+        if text:
+            cell.outputs.append({"output_type": "stream", "name": "stdout", "text": text + "\n"})
+        if failure or earned == 0:
+            message = failure or "no check passed"
+            cell.outputs.append({"output_type": "error", "ename": "CheckFailed",
+                                 "evalue": message.splitlines()[0][:500],
+                                 "traceback": message.splitlines()})
+        else:
+            cell.outputs.append({"output_type": "execute_result", "metadata": {},
+                                 "execution_count": cell["execution_count"],
+                                 "data": {"text/plain": repr(earned)}})
+        from nbformat import from_dict
+
+        cell.outputs = [from_dict(o) for o in cell.outputs]
+        self.nb["cells"][index] = cell
+        if self._broken and not self._channel:
+            from nbclient.exceptions import DeadKernelError
+
+            if "died" in self._broken:
+                raise DeadKernelError(self._broken)
+        return cell
+
+    def preprocess(self, nb, resources=None, km=None):
+        try:
+            return super().preprocess(nb, resources, km)
+        finally:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        if self._channel is not None:
+            try:
+                self._channel.close()
+            except Exception:
+                pass
+            self._channel = None
+
+
+def read_record(path) -> tuple[dict[str, float], list[str]]:
+    """(points per test cell, flags) from a job's record; a line that cannot be read is
+    skipped (the record is written by the grading process only, line by line)."""
+    scores: dict[str, float] = {}
+    flags: list[str] = []
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError:
+        return scores, flags
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if "cell" in entry and entry["cell"] not in scores:
+            scores[str(entry["cell"])] = float(entry.get("points", 0.0))
+        elif "flag" in entry:
+            flags.append(str(entry["flag"]))
+    return scores, flags
