@@ -1,6 +1,7 @@
 """The tests of the tests, one pytest test per line of attn_course.validation:
 every check passes the reference and the notebook's worked solution, gives the released
-stub nothing, and rejects every catalogued mistake with a message that names it."""
+stub nothing, rejects every catalogued mistake with a message that names it, and gives full
+marks to every correct variant (a right answer in another style)."""
 
 import pytest
 
@@ -16,7 +17,8 @@ def test_validation_holds(validation):
     assert problem is None, problem
 
 
-def test_every_assignment_has_checks_and_mistakes():
+def test_every_assignment_has_checks_mistakes_and_variants():
     labels = [v.label for v in CASES]
     for a in ASSIGNMENTS:
         assert any(label.startswith(f"{a.id}:") and ":mistake:" in label for label in labels)
+        assert any(label.startswith(f"{a.id}:") and ":variant:" in label for label in labels)

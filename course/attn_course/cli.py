@@ -1,7 +1,8 @@
 """``attn-course``: the instructor's commands.
 
     attn-course release  [ID ...]     regenerate release/ from source/ with nbgrader
-    attn-course validate [ID ...]     the tests of the tests (checks vs reference, stub, mistakes)
+    attn-course validate [ID ...]     the tests of the tests (checks vs reference, stub, mistakes,
+                                      correct variants)
     attn-course execute  [ID ...]     run the worked solutions into build/solutions/
     attn-course collect  ZIP [ID]     bring an LMS zip of submissions into submitted/
     attn-course grade    ID...|--all  autograde what is new in submitted/ (in parallel, under
@@ -53,6 +54,8 @@ def cmd_validate(args) -> int:
         bad = [(label, p) for label, p in results if p]
         failed += len(bad)
         _say(f"{a.id}: {len(results) - len(bad)}/{len(results)} validations hold")
+        for line in validation.summary(results):
+            _say(f"  {line}")
         for label, problem in bad:
             _say(f"  FAIL {label}\n    " + problem.replace("\n", "\n    "))
     return 1 if failed else 0

@@ -1,5 +1,7 @@
 """The tests of the tests: every check passes the reference and the notebook's worked
-solution, gives the released stub 0, and rejects every catalogued mistake by name.
+solution, gives the released stub 0, rejects every catalogued mistake by name, and gives
+full marks to every correct variant (a right answer written in another style, listed in the
+assignment's ``variants`` module).
 
 ``attn-course validate`` runs them for instructors; ``tests/test_checks.py`` runs the same
 list under pytest, one test per line.
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from attn_course import notebooks
 from attn_course.manifest import Assignment
-from attn_grader import checks_for, mistakes_for, reference_for
+from attn_grader import checks_for, mistakes_for, reference_for, variants_for
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,27 @@ def _must_reject(check, mistake) -> str | None:
     return None
 
 
+def _must_earn_full_marks(check, variant) -> str | None:
+    report = check(variant.impl)
+    if report.ok:
+        return None
+    return (f"the correct variant '{variant.style}' loses points "
+            f"({report.fraction:.0%} of the credit):\n{report}")
+
+
+def _variant_catalogue(found: list) -> str | None:
+    if len(found) < 3:
+        return f"only {len(found)} correct variants (at least 3 expected)"
+    styles = [v.style for v in found]
+    if len(set(styles)) != len(styles):
+        return f"two variants share a style name: {styles}"
+    return None
+
+
 def validations(assignment: Assignment, root: Path) -> list[Validation]:
     checks = checks_for(assignment.id)
     mistakes = mistakes_for(assignment.id)
+    variants = variants_for(assignment.id)
     reference = reference_for(assignment.id)
     source = assignment.source_notebook(root)
     release = assignment.release_notebook(root)
@@ -72,6 +92,12 @@ def validations(assignment: Assignment, root: Path) -> list[Validation]:
         for mistake in catalogue:
             out.append(Validation(f"{prefix}:mistake:{mistake.description}",
                                   lambda c=check, m=mistake: _must_reject(c, m)))
+        correct = variants.get(name, [])
+        out.append(Validation(f"{prefix}:catalogue-has-3-variants",
+                              lambda k=correct: _variant_catalogue(k)))
+        for variant in correct:
+            out.append(Validation(f"{prefix}:variant:{variant.style}",
+                                  lambda c=check, v=variant: _must_earn_full_marks(c, v)))
 
     def graded_cells_match_checks() -> str | None:
         graded = notebooks.graded_names(notebooks.read(source))
@@ -81,6 +107,13 @@ def validations(assignment: Assignment, root: Path) -> list[Validation]:
 
     out.append(Validation(f"{assignment.id}:every-graded-cell-has-a-check",
                           graded_cells_match_checks))
+
+    def variants_name_graded_functions() -> str | None:
+        unknown = sorted(set(variants) - set(checks))
+        return None if not unknown else f"variants for names that are not graded: {unknown}"
+
+    out.append(Validation(f"{assignment.id}:variants-name-graded-functions",
+                          variants_name_graded_functions))
     return out
 
 
@@ -93,3 +126,31 @@ def run_all(assignment: Assignment, root: Path) -> list[tuple[str, str | None]]:
             problem = f"{type(exc).__name__}: {exc}"
         results.append((v.label, problem))
     return results
+
+
+def summary(results: list[tuple[str, str | None]]) -> list[str]:
+    """One line per graded function: reference, worked solution, stub, mistakes rejected by
+    name, correct variants with full marks (from ``run_all``'s results)."""
+    by_name: dict[str, list[tuple[str, str | None]]] = {}
+    for label, problem in results:
+        parts = label.split(":", 3)
+        if len(parts) >= 3:
+            by_name.setdefault(parts[1], []).append((parts[2], problem))
+    if not by_name:
+        return []
+    width = max(len(name) for name in by_name)
+    lines = []
+    for name, items in by_name.items():
+        def verdict(kind: str, items=items) -> str:
+            found = [p for k, p in items if k == kind]
+            return "ok" if found and all(p is None for p in found) else "FAIL"
+
+        def count(kind: str, items=items) -> str:
+            found = [p for k, p in items if k == kind]
+            return f"{sum(p is None for p in found)}/{len(found)}"
+
+        lines.append(f"{name:<{width}}  reference {verdict('reference')}, worked solution "
+                     f"{verdict('worked-solution')}, stub scores 0 {verdict('released-stub')}, "
+                     f"mistakes failed and named {count('mistake')}, variants with full "
+                     f"marks {count('variant')}")
+    return lines
