@@ -19,8 +19,11 @@ WINTER_GAMES: dict[int, tuple[str, str]] = {
 
 
 def wavy_function(x: torch.Tensor) -> torch.Tensor:
-    """The noise-free curve behind :func:`wavy_data`."""
-    return torch.sin(2.0 * x) + 0.4 * x + 0.5 * torch.cos(5.0 * x) * (x > 2.5)
+    """The noise-free curve behind :func:`wavy_data`: a slow wave on a slope, plus a faster
+    ripple ``0.5 sin(5 (x - 2.5))`` on the right half only. The ripple starts at 0, so the
+    curve is continuous at ``x = 2.5`` (its slope changes there)."""
+    ripple = 0.5 * torch.sin(5.0 * (x - 2.5)) * (x > 2.5)
+    return torch.sin(2.0 * x) + 0.4 * x + ripple
 
 
 def wavy_data(
@@ -37,8 +40,6 @@ def wavy_data(
 def grid(n: int = 200, x_max: float = 5.0) -> torch.Tensor:
     """Evenly spaced query points covering the data range."""
     return torch.linspace(0.0, x_max, n)
-
-
 
 
 __all__ = ["WINTER_GAMES", "wavy_function", "wavy_data", "grid", "show"]

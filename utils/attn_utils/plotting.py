@@ -28,11 +28,24 @@ def heatmap(
     colorbar: bool = True,
     vmin: float | None = 0.0,
     vmax: float | None = None,
+    norm=None,
+    bad_color: str | None = None,
 ):
-    """Draw a 2-D weight matrix (rows = queries, columns = keys)."""
+    """Draw a 2-D weight matrix (rows = queries, columns = keys).
+
+    ``norm`` (a ``matplotlib.colors.Normalize``, e.g. ``LogNorm``) replaces ``vmin``/``vmax``;
+    give every panel of a figure the same one so that they share a colour scale. Entries that
+    are NaN are drawn in ``bad_color`` (for example ``"lightgray"`` for rows that mean
+    nothing, such as padding queries)."""
     w = _array(weights)
     ax = ax or plt.gca()
-    im = ax.imshow(w, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    cmap = plt.get_cmap(cmap)
+    if bad_color is not None:
+        cmap = cmap.with_extremes(bad=bad_color)
+    if norm is not None:
+        im = ax.imshow(w, cmap=cmap, norm=norm, aspect="auto")
+    else:
+        im = ax.imshow(w, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     if xlabels is not None:
         ax.set_xticks(range(len(xlabels)), list(xlabels), rotation=90)
     if ylabels is not None:
@@ -44,6 +57,34 @@ def heatmap(
     if colorbar:
         ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return im
+
+
+def shared_colorbar(
+    image,
+    axes,
+    *,
+    label: str = "",
+    marks: Mapping[str, float] | None = None,
+    **kwargs,
+):
+    """One colour bar for several heatmaps drawn with the same colour scale (the same
+    ``vmin``/``vmax`` or ``norm``). ``marks`` maps a label to a value to mark on the bar with
+    a line, e.g. ``{"uniform 1/N": 1 / N}``. Returns the colour bar."""
+    axes = list(np.ravel(axes))
+    fig = axes[0].figure
+    options = {"fraction": 0.046 if len(axes) == 1 else 0.02, "pad": 0.02} | kwargs
+    bar = fig.colorbar(image, ax=axes, **options)
+    if label:
+        bar.set_label(label)
+    if marks:
+        for value in marks.values():
+            bar.ax.axhline(value, color="white", lw=3)
+            bar.ax.axhline(value, color="tab:red", lw=1.5)
+        # the marks' labels on the other side of the bar, as ticks of a twin axis
+        side = bar.ax.secondary_yaxis("left")
+        side.set_yticks(list(marks.values()), list(marks), color="tab:red", fontsize=8)
+        side.tick_params(axis="y", which="minor", left=False, labelleft=False)
+    return bar
 
 
 def curves(
