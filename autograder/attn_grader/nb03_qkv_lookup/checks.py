@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -17,20 +18,43 @@ from attn_grader.framework import (
     expect_shape,
     expect_unmodified,
     is_close,
+    lend,
     randn,
     snapshot,
 )
 from attn_grader.nb03_qkv_lookup import reference as ref
 
+_DTYPE_WORDS = ("dtype", "scalar type", "long int", "Long", "Double", "Half")
+_DTYPE_HINT = ("the tensors it combines have different dtypes (float32, float64 or an integer "
+               "type): convert them to one floating dtype before multiplying")
 
-def _run(fn, *args, hint: str = "", **kwargs):
-    """Call student code; an exception becomes a failure message with a likely cause."""
+
+def _f32_atol(scores: torch.Tensor, base: float = 1e-6) -> float:
+    """A tolerance for weights computed in float32 from these scores: a correct softmax that
+    rounds a score (or a log-sum-exp) of size |s| to float32 errs by up to eps·|s| in the
+    exponent, so by about that relative amount in the weights (2.4e-3 at |s| = 1e4)."""
+    finite = scores.detach()[torch.isfinite(scores.detach())]
+    biggest = float(finite.abs().max()) if finite.numel() else 0.0
+    return base + 2 * torch.finfo(torch.float32).eps * biggest
+
+
+_SHAPE_WORDS = ("size", "shape", "dimension", "broadcast", "mat1", "must match")
+
+
+def _run(fn, *args, hint: str = "", dtype_hint: str = "", shape_hint: str = "", **kwargs):
+    """Call student code; an exception becomes a failure message with a likely cause:
+    ``shape_hint`` for an error about sizes, ``dtype_hint`` (or a generic one) for an error
+    about mismatched dtypes, ``hint`` for any other error."""
     try:
         return fn(*args, **kwargs)
     except (NotImplementedError, CheckFailed):
         raise
     except Exception as exc:
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        if any(word in text for word in _DTYPE_WORDS):
+            hint = dtype_hint or _DTYPE_HINT
+        elif shape_hint and any(word in text for word in _SHAPE_WORDS):
+            hint = shape_hint
         raise CheckFailed(
             f"raised {type(exc).__name__}: {text}" + (f" — {hint}" if hint else "")
         ) from None
@@ -51,17 +75,15 @@ def _grad_of(fn, args: list, wrt: int, probe: torch.Tensor):
     return x.grad
 
 
-def _expect_grads(fn, reference, args: list, names: list, wrts, probe, atol=1e-4, hint=""):
+def _expect_grads(fn, reference, args: list, names: list, wrts, probe, atol=1e-4, hint="",
+                  dtype_hint=""):
     for i in wrts:
-        got = _grad_of(lambda *a: _run(fn, *a, hint=hint), args, i, probe)
+        got = _grad_of(lambda *a: _run(fn, *a, hint=hint, dtype_hint=dtype_hint), args, i,
+                       probe)
         want = _grad_of(reference, args, i, probe)
         expect(bool(torch.isfinite(got).all()),
                f"the gradient with respect to {names[i]} contains NaN or inf")
         expect_close(got, want, f"the gradient with respect to {names[i]}", atol=atol)
-
-
-def _rand_weights(*shape: int, seed: int) -> torch.Tensor:
-    return torch.softmax(randn(*shape, seed=seed, scale=2.0), dim=-1)
 
 
 # --- hard_lookup ----------------------------------------------------------------------------
@@ -101,7 +123,7 @@ def _lookup_diagnoses(query, keys, values) -> dict:
 
 
 def _lookup(hard_lookup, query, keys, values):
-    out = _run(hard_lookup, query.clone(), keys.clone(), values.clone(), hint=_ONE_HOT_HINT)
+    out = _run(hard_lookup, query.clone(), keys.clone(), values.clone(), dtype_hint=_ONE_HOT_HINT)
     return expect_shape(out, (values.shape[1],), "the looked-up value",
                         hint="return one value row (Dv,) = one-hot weights (N,) @ values (N, Dv),"
                         " not the weights (N,), a key (Dk,) or an index")
@@ -142,26 +164,25 @@ def check_hard_lookup(hard_lookup) -> Report:
                      ref.hard_lookup(query, keys, values), "the looked-up value on a tie",
                      diagnoses=_lookup_diagnoses(query, keys, values))
 
-    with c.case("works for N = 1 and for Dk = Dv; keeps float64"):
+    with c.case("works for N = 1, for Dk = Dv and for float64 inputs"):
         q1, k1, v1 = randn(2, seed=9), randn(1, 2, seed=10), randn(1, 6, seed=11)
         expect_close(_lookup(hard_lookup, q1, k1, v1), v1[0], "the value for N = 1")
+        # float64 in: float64 or float32 back, compared at float32's precision
         f64 = torch.float64
         q, k, v = (randn(3, seed=12, dtype=f64), randn(4, 3, seed=13, dtype=f64),
                    randn(4, 3, seed=14, dtype=f64))
-        out = _lookup(hard_lookup, q, k, v)
-        expect(out.dtype == torch.float64,
-               f"float64 values should give a float64 value, got {out.dtype}")
-        expect_close(out, ref.hard_lookup(q, k, v), "the looked-up value (float64, Dk = Dv)",
+        expect_close(_lookup(hard_lookup, q, k, v), ref.hard_lookup(q, k, v),
+                     "the looked-up value (float64 inputs, Dk = Dv)",
                      diagnoses=_lookup_diagnoses(q, k, v))
 
     with c.case("leaves its inputs unmodified; the gradient reaches the chosen value only"):
         query, keys, values = randn(Dk, seed=15), randn(N, Dk, seed=16), randn(N, Dv, seed=17)
         before = snapshot(query=query, keys=keys, values=values)
-        _run(hard_lookup, query, keys, values, hint=_ONE_HOT_HINT)
+        _run(hard_lookup, query, keys, values, dtype_hint=_ONE_HOT_HINT)
         expect_unmodified(before, {"query": query, "keys": keys, "values": values})
         probe = randn(Dv, seed=18)
         _expect_grads(hard_lookup, ref.hard_lookup, [query, keys, values],
-                      ["query", "keys", "values"], [2], probe, hint=_ONE_HOT_HINT)
+                      ["query", "keys", "values"], [2], probe, dtype_hint=_ONE_HOT_HINT)
     return c.report()
 
 
@@ -199,24 +220,25 @@ def _softmax_diagnoses(x: torch.Tensor, dim: int) -> dict:
 
 def _softmax_case(stable_softmax, x, dim, what, hint=""):
     out = _run(stable_softmax, x.clone(), dim)
-    return expect_close(out, ref.stable_softmax(x, dim), what, atol=1e-6,
+    return expect_close(out, ref.stable_softmax(x, dim), what, atol=_f32_atol(x),
                         hint=hint, diagnoses=_softmax_diagnoses(x, dim))
 
 
 def check_stable_softmax(stable_softmax) -> Report:
     c = Check("stable_softmax")
 
-    with c.case("keeps the shape and the dtype of the scores"):
+    with c.case("keeps the shape of the scores; float64 scores work too"):
         x = randn(2, 3, 5, seed=20)
         expect_shape(_run(stable_softmax, x.clone()), (2, 3, 5), "the weights")
-        out = as_tensor(_run(stable_softmax, x.double()), "the weights")
-        expect(out.dtype == torch.float64,
-               f"float64 scores should give float64 weights, got {out.dtype}")
+        # float64 in: float64 or float32 back, compared at float32's precision
+        _softmax_case(stable_softmax, x.double(), -1, "the weights of float64 scores")
 
     with c.case("matches softmax along the last axis on random scores", weight=2):
         for seed in (21, 22):
             _softmax_case(stable_softmax, randn(2, 3, 5, seed=seed, scale=3.0), -1, "the weights")
         _softmax_case(stable_softmax, randn(7, seed=23), -1, "the weights of a 1-D score vector")
+        _softmax_case(stable_softmax, randn(2, 3, 4, 5, seed=28, scale=3.0), -1,
+                      "the weights of 4-D scores (B, H, Tq, Tk)")
 
     with c.case("respects the dim argument (dim=0, dim=1, dim=-2)", weight=1.5):
         x = randn(4, 3, 5, seed=24, scale=2.0)
@@ -312,7 +334,7 @@ def _masked_case(masked_softmax, x, mask, what, dim=-1, hint=""):
             f"{float(masked_out.abs().max()):.3g} — a finite fill value such as -1e4 is not "
             "far enough below scores this large: fill with -inf (and handle all-masked rows) "
             "or zero the masked weights explicitly")
-    return expect_close(out, expected, what, atol=1e-6, hint=hint,
+    return expect_close(out, expected, what, atol=_f32_atol(x), hint=hint,
                         diagnoses=_masked_diagnoses(x, mask, dim))
 
 
@@ -339,6 +361,9 @@ def check_masked_softmax(masked_softmax) -> Report:
                      "the weights with a (B, 1, Tk) padding mask")
         _masked_case(masked_softmax, randn(4, 4, seed=34), torch.ones(4, 4).tril().bool(),
                      "the weights with a causal (lower-triangular) mask")
+        _masked_case(masked_softmax, randn(2, 2, 3, 5, seed=35, scale=2.0),
+                     _random_mask(2, 1, 1, 5, seed=36),
+                     "the weights of 4-D scores (B, H, Tq, Tk) with a (B, 1, 1, Tk) mask")
 
     with c.case("masked weights are exactly 0, even for scores of ±1e4", weight=1.5):
         # Batch 0: scores near -1e4 and below, so a finite fill of -1e4 is NOT far below
@@ -628,70 +653,167 @@ def check_additive_scores(additive_scores) -> Report:
     return c.report()
 
 
-# --- attention_pool -------------------------------------------------------------------------
+# --- attend ---------------------------------------------------------------------------------
+# Score functions the check hands to the student's attend (module-level, so they can be lent).
 
 
-def _pool_diagnoses(weights, values) -> dict:
-    Tq, Tk = weights.shape[1], weights.shape[2]
-    diag = {
-        "the values are averaged over the keys (the weighted sum is divided by Tk)":
-            lambda: weights @ values / Tk,
-        "the weights are summed over the queries (dim=1) instead of the keys: each value is "
-        "scaled by its column sum": lambda: (weights.unsqueeze(-1) * values.unsqueeze(1)).sum(1),
-        "the weights are renormalised with a softmax before pooling":
-            lambda: torch.softmax(weights, -1) @ values,
+def _loud_dot_scores(q, k):
+    """Dot products times 1000: scores of order 1e4, to test overflow."""
+    return ref.dot_scores(q, k) * 1000.0
+
+
+def _attend_outcomes(q, k, v, score_fn, mask) -> dict:
+    """{a known mistake: () -> (out, weights) it produces}."""
+    s = score_fn(q, k)
+    d, Tq, Tk = q.shape[-1], q.shape[1], k.shape[1]
+
+    def norm(scores, m=mask, dim=-1):
+        return torch.softmax(scores, dim) if m is None else ref.masked_softmax(scores, m, dim)
+
+    def pool(w):
+        return w @ v, w
+
+    scaled_again = "the scores are divided by sqrt(d) again (score_fn already returns the scores)"
+    ignored = "score_fn is ignored: scaled dot products are used instead of score_fn(q, k)"
+    out = {
+        "score_fn is ignored: plain dot products q kᵀ are used instead of score_fn(q, k)":
+            lambda: pool(norm(q @ k.transpose(-2, -1))),
+        ignored: lambda: pool(norm(q @ k.transpose(-2, -1) / math.sqrt(d))),
+        scaled_again: lambda: pool(norm(s / math.sqrt(d))),
+        "the softmax is taken over the queries (dim=1) instead of the keys":
+            lambda: pool(norm(s, dim=-2)),
     }
+    if score_fn is ref.dot_scores:  # the two mistakes give the same numbers: name both
+        out[f"{ignored}, or {scaled_again}"] = out.pop(ignored)
+        del out[scaled_again]
+    if mask is not None:
+        m = torch.broadcast_to(mask, s.shape)
+        out.update({
+            "the mask is ignored": lambda: pool(torch.softmax(s, -1)),
+            "the mask polarity is reversed (True must mean 'may attend', False 'blocked')":
+                lambda: pool(ref.masked_softmax(s, ~m)),
+            "the mask is applied after the softmax without renormalising the weights":
+                lambda: pool(torch.softmax(s, -1) * m),
+            "masked scores are filled with a finite value (such as -1e9) and the weights are "
+            "not zeroed, so a query with no visible key gets uniform weights instead of 0s":
+                lambda: pool(torch.softmax(s.masked_fill(~m, -1e9), -1)),
+        })
     if Tq == Tk:
-        diag["the weights are transposed (Wᵀ V sums over the queries instead of the keys)"] = (
-            lambda: weights.transpose(-2, -1) @ values)
-    return diag
+        out["the values are pooled with the transposed weights (a sum over the queries)"] = (
+            lambda: (norm(s).transpose(-2, -1) @ v, norm(s)))
+    return out
 
 
-def _pool_shape(out, B, Tq, Tk, Dv, what):
-    out = as_tensor(out, what)
-    if tuple(out.shape) == (B, Tk, Dv) and Tq != Tk:
-        raise CheckFailed(f"{what} has shape {(B, Tk, Dv)}, expected {(B, Tq, Dv)} — it sums "
-                          "over the queries instead of over the keys")
-    hint = _SQUEEZE_HINT if 1 in (B, Tq) else "one weighted sum of the values per query"
-    return expect_shape(out, (B, Tq, Dv), what, hint=hint)
+_ATTEND_HINT = ("attend computes scores = score_fn(q, k) (B, Tq, Tk), softmax over the keys "
+                "(masked where the mask is False), then the weighted sum of the values")
 
 
-def check_attention_pool(attention_pool) -> Report:
-    c = Check("attention_pool")
-    B, Tq, Tk, Dv = 2, 3, 5, 4
+def _attend(attend, q, k, v, score_fn, mask, what):
+    B, Tq, Tk, Dv = q.shape[0], q.shape[1], k.shape[1], v.shape[2]
+    atol = _f32_atol(score_fn(q, k), base=1e-5)
+    got = _run(attend, q.clone(), k.clone(), v.clone(), lend(score_fn),
+               None if mask is None else mask.clone(), hint=_ATTEND_HINT)
+    out, weights = as_pair(got, "attend")
+    squeeze = _SQUEEZE_HINT if 1 in (B, Tq) else ""
+    weights = as_tensor(weights, "the weights")
+    if tuple(weights.shape) == (B, Tk, Tq) and Tq != Tk:
+        raise CheckFailed(f"the weights {what} have shape {(B, Tk, Tq)}, expected "
+                          f"{(B, Tq, Tk)}: one row per query, one column per key")
+    weights = expect_shape(weights, (B, Tq, Tk), f"the weights {what}", hint=squeeze)
+    out = expect_shape(out, (B, Tq, Dv), f"out {what}",
+                       hint=squeeze or "one weighted sum of the values per query")
+    exp_out, exp_weights = ref.attend(q, k, v, score_fn, mask)
+    outcomes = _attend_outcomes(q, k, v, score_fn, mask)
+    if mask is not None:
+        m = torch.broadcast_to(mask, exp_weights.shape)
+        dead = ~m.any(-1, keepdim=True)
+        if bool(dead.any()) and not bool(torch.isfinite(weights.detach()[dead.expand_as(m)]).all()):
+            raise CheckFailed(
+                f"the weights {what}: a query whose keys are all masked gets NaN — softmax of a "
+                "row that is all -inf is 0/0; such a query must get weights of 0 (and out 0)")
+        masked = weights.detach()[~m]
+        if masked.numel() and bool((masked != 0).any()) and bool(torch.isfinite(masked).all()):
+            for mistake, make in outcomes.items():
+                if is_close(weights, make()[1], atol=atol, rtol=1e-3):
+                    raise CheckFailed(f"the weights {what}: masked weights should be exactly 0; "
+                                      f"it matches what you get when {mistake}")
+            raise CheckFailed(f"the weights {what}: masked weights should be exactly 0, got "
+                              f"values up to {float(masked.abs().max()):.3g}")
+    expect_close(weights, exp_weights, f"the weights {what}", atol=atol,
+                 diagnoses={k: (lambda f=f: f()[1]) for k, f in outcomes.items()})
+    expect_close(out, exp_out, f"out {what}", atol=atol,
+                 diagnoses={k: (lambda f=f: f()[0]) for k, f in outcomes.items()},
+                 hint="out[b, i] = sum_j weights[b, i, j] * v[b, j]")
+    return out, weights
 
-    def run(weights, values, what="the pooled values"):
-        out = _run(attention_pool, weights.clone(), values.clone(),
-                   hint="weights (B, Tq, Tk) @ values (B, Tk, Dv) contracts over the keys; "
-                   "does your code sum over the queries (the weights transposed)?")
-        out = _pool_shape(out, weights.shape[0], weights.shape[1], weights.shape[2],
-                          values.shape[2], what)
-        return expect_close(out, ref.attention_pool(weights, values), what, atol=1e-5,
-                            diagnoses=_pool_diagnoses(weights, values))
 
-    with c.case("returns (B, Tq, Dv) for Tq != Tk != Dv"):
-        run(_rand_weights(B, Tq, Tk, seed=110), randn(B, Tk, Dv, seed=111))
+def check_attend(attend) -> Report:
+    c = Check("attend")
+    B, Tq, Tk, D, Dv = 2, 3, 5, 4, 6
 
-    with c.case("each query gets the weighted sum of the values", weight=2):
-        for seed in (112, 113):
-            run(_rand_weights(B, Tq, Tk, seed=seed), randn(B, Tk, Dv, seed=seed + 10))
-        run(_rand_weights(B, 4, 4, seed=114), randn(B, 4, Dv, seed=115),
-            "the pooled values for Tq = Tk")
+    def qkv(seed, tq=Tq, tk=Tk, b=B, scale=1.0):
+        return (randn(b, tq, D, seed=seed, scale=scale),
+                randn(b, tk, D, seed=seed + 1, scale=scale), randn(b, tk, Dv, seed=seed + 2))
+
+    with c.case("returns (out (B, Tq, Dv), weights (B, Tq, Tk)) for Tq != Tk != Dv", weight=0.5):
+        q, k, v = qkv(140)
+        out, weights = as_pair(_run(attend, q, k, v, lend(ref.dot_scores), None,
+                                    hint=_ATTEND_HINT), "attend")
+        expect_shape(weights, (B, Tq, Tk), "the weights")
+        expect_shape(out, (B, Tq, Dv), "out")
+
+    with c.case("no mask: weights = softmax over the keys of score_fn(q, k), out = their "
+                "weighted sum of v", weight=2):
+        _attend(attend, *qkv(141), ref.dot_scores, None, "with dot scores")
+        _attend(attend, *qkv(144, tq=4, tk=4), ref.scaled_dot_scores, None,
+                "with scaled dot scores and Tq = Tk")
+
+    with c.case("the scores come from score_fn (general and additive scores)"):
+        W = randn(D, D, seed=147)
+        _attend(attend, *qkv(148), functools.partial(ref.general_scores, W=W), None,
+                "with general scores")
+        W_q, W_k, w = randn(D, 7, seed=151), randn(D, 7, seed=152), randn(7, seed=153)
+        _attend(attend, *qkv(154), functools.partial(ref.additive_scores, W_q=W_q, W_k=W_k, v=w),
+                None, "with additive scores")
+
+    with c.case("masks: a (B, 1, Tk) padding mask and a random (B, Tq, Tk) mask; masked "
+                "weights are exactly 0", weight=2):
+        pad = torch.tensor([[True, True, True, False, False], [True] * 5]).unsqueeze(1)
+        _attend(attend, *qkv(157), ref.dot_scores, pad, "with a (B, 1, Tk) padding mask")
+        _attend(attend, *qkv(160), ref.scaled_dot_scores, _random_mask(B, Tq, Tk, seed=163),
+                "with a random (B, Tq, Tk) mask")
+
+    with c.case("a query whose keys are all masked gets weights 0 and out 0, not NaN"):
+        mask = _random_mask(B, Tq, Tk, seed=164)
+        mask[0, 1] = False
+        mask[1, 2] = False
+        _attend(attend, *qkv(165), ref.dot_scores, mask, "with all-masked queries")
+
+    with c.case("scores of order 1e4 do not overflow"):
+        mask = _random_mask(B, Tq, Tk, seed=168)
+        _attend(attend, *qkv(169, scale=3.0), _loud_dot_scores, mask, "for scores of order 1e4")
 
     with c.case("works for B = 1 and a single query", weight=0.5):
-        run(_rand_weights(1, Tq, Tk, seed=116), randn(1, Tk, Dv, seed=117),
-            "the pooled values for B = 1")
-        run(_rand_weights(B, 1, Tk, seed=118), randn(B, Tk, Dv, seed=119),
-            "the pooled values for Tq = 1")
+        _attend(attend, *qkv(172, b=1), ref.dot_scores, None, "for B = 1")
+        _attend(attend, *qkv(175, tq=1), ref.dot_scores,
+                _random_mask(B, 1, Tk, seed=178), "for Tq = 1")
 
-    with c.case("leaves its inputs unmodified; gradients flow to weights and values", weight=0.5):
-        w, v = _rand_weights(B, Tq, Tk, seed=120), randn(B, Tk, Dv, seed=121)
-        before = snapshot(weights=w, values=v)
-        _run(attention_pool, w, v)
-        expect_unmodified(before, {"weights": w, "values": v})
-        probe = randn(B, Tq, Dv, seed=122)
-        _expect_grads(attention_pool, ref.attention_pool, [w, v], ["weights", "values"], [0, 1],
-                      probe, atol=1e-5)
+    with c.case("leaves its inputs unmodified; gradients flow to q, k and v"):
+        q, k, v = qkv(179)
+        mask = _random_mask(B, Tq, Tk, seed=182)
+        mask[1, 0] = False
+        before = snapshot(q=q, k=k, v=v, mask=mask)
+        _run(attend, q, k, v, lend(ref.dot_scores), mask, hint=_ATTEND_HINT)
+        expect_unmodified(before, {"q": q, "k": k, "v": v, "mask": mask})
+        probe = randn(B, Tq, Dv, seed=183)
+
+        def student(q, k, v):
+            return _run(attend, q, k, v, lend(ref.dot_scores), mask.clone(), hint=_ATTEND_HINT)
+
+        def reference(q, k, v):
+            return ref.attend(q, k, v, ref.dot_scores, mask)
+
+        _expect_grads(student, reference, [q, k, v], ["q", "k", "v"], [0, 1, 2], probe)
     return c.report()
 
 
@@ -731,7 +853,7 @@ _NW_ERROR_HINT = ("x_query (M,) and x_train (N,) must be broadcast against each 
 
 def _nw(nadaraya_watson, x_query, x_train, y_train, h, hint=""):
     out = _run(nadaraya_watson, x_query.clone(), x_train.clone(), y_train.clone(), h,
-               hint=_NW_ERROR_HINT)
+               shape_hint=_NW_ERROR_HINT)
     y_hat, weights = as_pair(out, "nadaraya_watson")
     M, N = x_query.shape[0], x_train.shape[0]
     weights = as_tensor(weights, "weights")
@@ -788,11 +910,15 @@ def check_nadaraya_watson(nadaraya_watson) -> Report:
                          diagnoses=_nw_weight_diagnoses(far, x_train, hh))
             expect_close(y_hat, expected_y, f"y_hat for far queries (bandwidth {hh})", atol=1e-4)
 
-    with c.case("keeps float64, leaves inputs unmodified, gradients flow to y_train and x_query"):
+    with c.case("float64 inputs work; leaves inputs unmodified; gradients flow to y_train and "
+                "x_query"):
+        # float64 in: float64 or float32 back, compared at float32's precision
         xq64, xt64, yt64 = x_query.double(), x_train.double(), y_train.double()
         y_hat, weights = _nw(nadaraya_watson, xq64, xt64, yt64, h)
-        expect(y_hat.dtype == torch.float64 and weights.dtype == torch.float64,
-               f"float64 inputs should give float64 outputs, got {y_hat.dtype}/{weights.dtype}")
+        expected_y, expected_w = ref.nadaraya_watson(xq64, xt64, yt64, h)
+        expect_close(weights, expected_w, "weights for float64 inputs", atol=1e-5,
+                     diagnoses=_nw_weight_diagnoses(xq64, xt64, h))
+        expect_close(y_hat, expected_y, "y_hat for float64 inputs", atol=1e-5)
         before = snapshot(x_query=x_query, x_train=x_train, y_train=y_train)
         _run(nadaraya_watson, x_query, x_train, y_train, h)
         expect_unmodified(before, {"x_query": x_query, "x_train": x_train, "y_train": y_train})
@@ -810,6 +936,6 @@ CHECKS = {
     "scaled_dot_scores": check_scaled_dot_scores,
     "general_scores": check_general_scores,
     "additive_scores": check_additive_scores,
-    "attention_pool": check_attention_pool,
+    "attend": check_attend,
     "nadaraya_watson": check_nadaraya_watson,
 }

@@ -229,23 +229,64 @@ def additive_repeat_reshape(q, k, W_q, W_k, v):
     return torch.tanh(pairs) @ v
 
 
-# --- attention_pool -------------------------------------------------------------------------
+# --- attend ---------------------------------------------------------------------------------
 
 
-def pool_sums_over_queries(weights, values):
-    return (weights.unsqueeze(-1) * values.unsqueeze(1)).sum(dim=1)
+def _masked(scores, mask):
+    """A correct masked softmax, to isolate each mistake below."""
+    if mask is None:
+        return torch.softmax(scores, dim=-1)
+    filled = scores.masked_fill(~mask, float("-inf"))
+    top = filled.amax(-1, keepdim=True)
+    e = torch.exp(filled - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
+    total = e.sum(-1, keepdim=True)
+    return e / torch.where(total > 0, total, torch.ones_like(total))
 
 
-def pool_weights_transposed(weights, values):
-    return weights.transpose(-2, -1) @ values
+def attend_ignores_mask(q, k, v, score_fn, mask=None):
+    weights = torch.softmax(score_fn(q, k), dim=-1)
+    return weights @ v, weights
 
 
-def pool_mean(weights, values):
-    return (weights.unsqueeze(-1) * values.unsqueeze(1)).mean(dim=2)
+def attend_mask_reversed(q, k, v, score_fn, mask=None):
+    weights = _masked(score_fn(q, k), None if mask is None else ~mask)
+    return weights @ v, weights
 
 
-def pool_squeezed(weights, values):
-    return torch.bmm(weights, values).squeeze()
+def attend_mask_after_softmax(q, k, v, score_fn, mask=None):
+    weights = torch.softmax(score_fn(q, k), dim=-1)
+    if mask is not None:
+        weights = weights * mask
+    return weights @ v, weights
+
+
+def attend_all_masked_nan(q, k, v, score_fn, mask=None):
+    scores = score_fn(q, k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ v, weights
+
+
+def attend_ignores_score_fn(q, k, v, score_fn, mask=None):
+    weights = _masked(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), mask)
+    return weights @ v, weights
+
+
+def attend_scales_again(q, k, v, score_fn, mask=None):
+    weights = _masked(score_fn(q, k) / math.sqrt(q.shape[-1]), mask)
+    return weights @ v, weights
+
+
+def attend_softmax_over_queries(q, k, v, score_fn, mask=None):
+    weights = _masked(score_fn(q, k).transpose(-2, -1),
+                      None if mask is None else mask.transpose(-2, -1)).transpose(-2, -1)
+    return weights @ v, weights
+
+
+def attend_squeezed(q, k, v, score_fn, mask=None):
+    weights = _masked(score_fn(q, k), mask).squeeze()
+    return weights @ v, weights
 
 
 # --- nadaraya_watson ------------------------------------------------------------------------
@@ -363,11 +404,19 @@ MISTAKES = {
         Mistake("repeat + reshape pairs the wrong queries and keys", additive_repeat_reshape,
                 "wrong queries"),
     ],
-    "attention_pool": [
-        Mistake("sums over the queries", pool_sums_over_queries, "over the queries"),
-        Mistake("weights transposed", pool_weights_transposed, "transposed"),
-        Mistake("mean instead of weighted sum", pool_mean, "averaged"),
-        Mistake("squeeze() breaks B = 1", pool_squeezed, "squeeze"),
+    "attend": [
+        Mistake("the mask is ignored", attend_ignores_mask, "mask is ignored"),
+        Mistake("mask polarity reversed", attend_mask_reversed, "polarity"),
+        Mistake("mask applied after softmax, no renormalisation", attend_mask_after_softmax,
+                "after the softmax"),
+        Mistake("fill with -inf: a query with no visible key gets NaN", attend_all_masked_nan,
+                "NaN"),
+        Mistake("score_fn ignored (always scaled dot products)", attend_ignores_score_fn,
+                "score_fn is ignored"),
+        Mistake("scores divided by sqrt(d) on top of score_fn", attend_scales_again,
+                "sqrt(d) again"),
+        Mistake("softmax over the queries", attend_softmax_over_queries, "over the queries"),
+        Mistake("squeeze() breaks B = 1", attend_squeezed, "squeeze"),
     ],
     "nadaraya_watson": [
         Mistake("kernel missing the square", nw_no_square, "not squared"),

@@ -65,8 +65,10 @@ def additive_scores(q, k, W_q, W_k, v):
     return F.linear(hidden, v.unsqueeze(0)).squeeze(-1)
 
 
-def attention_pool(weights, values):
-    return torch.einsum("bqk,bkv->bqv", weights, values)
+def attend(q, k, v, score_fn, mask=None):
+    scores = score_fn(q, k)
+    weights = F.softmax(scores, dim=-1) if mask is None else masked_softmax(scores, mask)
+    return torch.einsum("bqk,bkv->bqv", weights, v), weights
 
 
 def nadaraya_watson(x_query, x_train, y_train, bandwidth):
