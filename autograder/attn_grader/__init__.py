@@ -25,6 +25,7 @@ encoding. Either way the check sees a proxy of the student's object (:mod:`remot
 
 from __future__ import annotations
 
+import functools
 import importlib
 from types import ModuleType
 
@@ -40,11 +41,30 @@ def _part(assignment: str, module: str) -> ModuleType:
 
 
 def checks_for(assignment: str) -> dict:
-    """{graded name: check function}, each run single-threaded. Handed the student's object
-    itself (not a proxy), a check function reaches it through an in-process channel, so that
-    it is judged exactly as under grading."""
-    return {name: _through_a_channel(name, single_threaded(fn))
+    """{graded name: check function}, each run single-threaded, giving credit for cases an
+    answer of zeros also passes only beside real work (:mod:`attn_grader.nulls`). Handed the
+    student's object itself (not a proxy), a check function reaches it through an
+    in-process channel, so that it is judged exactly as under grading."""
+    return {name: _through_a_channel(name, _for_work(assignment, name, single_threaded(fn)))
             for name, fn in _part(assignment, "checks").CHECKS.items()}
+
+
+@functools.cache
+def trivial_cases(assignment: str, name: str) -> frozenset[tuple[int, str]]:
+    """The cases of a check that an answer of zeros passes, as ``(index, name)``."""
+    from attn_grader.nulls import null_answer
+
+    fn = single_threaded(_part(assignment, "checks").CHECKS[name])
+    null = null_answer(getattr(reference_for(assignment), name))
+    report = _through_a_channel(name, fn)(null)
+    return frozenset((i, c.name) for i, c in enumerate(report.cases) if c.passed)
+
+
+def _for_work(assignment: str, name: str, fn):
+    def run(obj) -> Report:
+        return fn(obj).credit_only_for_work(set(trivial_cases(assignment, name)))
+
+    return run
 
 
 def _through_a_channel(name: str, fn):

@@ -259,6 +259,7 @@ class Agent:
         self.counter = 0
         self.baseline = _hooks_now()
         self.alerts: list[str] = []
+        self.methods = _own_methods()
 
     # ---- handles
 
@@ -363,8 +364,10 @@ class Agent:
         before = [(t._version, t.requires_grad) for t in inputs]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(header.get("seed", 0)))
+            start = torch.random.get_rng_state()
             with torch.set_grad_enabled(bool(header.get("grad"))):
                 out = target(*args, **kwargs)
+            rng_used = not torch.equal(start, torch.random.get_rng_state())
         value = enc(out)
         outputs = tensors_of(out)
         differentiable = [bool(t.requires_grad) for t in outputs]
@@ -372,7 +375,8 @@ class Agent:
         for i, (t, (version, rg)) in enumerate(zip(inputs, before)):
             if t._version != version or t.requires_grad != rg:
                 changed.append([i, t.detach(), bool(t.requires_grad)])
-        reply = {"value": value, "outputs_rg": differentiable, "changed": enc(changed)}
+        reply = {"value": value, "outputs_rg": differentiable, "changed": enc(changed),
+                 "rng_used": rng_used}
         if header.get("track") and any(differentiable):
             self.counter += 1
             self.slots[self.counter] = (inputs, outputs)
@@ -397,6 +401,8 @@ class Agent:
         now = _hooks_now()
         found = sorted(f"replaced or added {name}" for name, ident in now.items()
                        if self.baseline.get(name) != ident)
+        found += [f"replaced the grading agent's {name}" for name, ident in _own_methods().items()
+                  if self.methods.get(name) != ident]
         return {"replaced": found, "alerts": list(self.alerts)}
 
     def watch(self, hidden: list[str], shown: list[str]) -> None:
@@ -431,6 +437,10 @@ class Agent:
                 alerts.append(f"tried to use the network ({event} {str(args[-1])[:100]})")
 
         sys.addaudithook(hook)
+
+
+def _own_methods() -> dict[str, int]:
+    return {name: id(fn) for name, fn in vars(Agent).items() if callable(fn)}
 
 
 def _from_notebook(obj) -> bool:

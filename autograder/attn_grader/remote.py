@@ -151,13 +151,13 @@ class Channel:
         if not torch.is_grad_enabled():
             reply = self.request("call", target=target, args=args, kwargs=kwargs, grad=False,
                                  track=False, seed=seed)
-            _apply_changes(args, kwargs, reply)
+            _after_call(args, kwargs, reply)
             return reply["value"]
         call = _Call(self, target, args, kwargs, seed)
         inputs = wire.tensors_of((args, kwargs))
         outputs = _RemoteCall.apply(call, self.anchor, *inputs)
         reply = call.reply
-        _apply_changes(args, kwargs, reply)
+        _after_call(args, kwargs, reply)
         if not call.outputs:
             return reply["value"]
         return _replace_tensors(reply["value"], list(outputs))
@@ -324,8 +324,12 @@ def _replace_tensors(value, new: list[torch.Tensor]):
     return walk(value)
 
 
-def _apply_changes(args, kwargs, reply: dict) -> None:
-    """Do to the check's tensors what the student's code did to its copies of them."""
+def _after_call(args, kwargs, reply: dict) -> None:
+    """Do to the check's tensors what the student's code did to its copies of them; and if
+    it drew random numbers, advance this process's RNG too, so that the next call draws
+    others (two calls of a module with dropout differ, as they would in one process)."""
+    if reply.get("rng_used") is True:
+        torch.rand(())
     changed = reply.get("changed")
     if type(changed) is not list or not changed:
         return
