@@ -67,3 +67,49 @@ def test_zero_step_training_never_imports_the_compiler():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_train_stops_when_asked_and_reports_the_steps_taken():
+    model = torch.nn.Linear(2, 1)
+    data = [torch.ones(4, 2)] * 20
+    losses = train(model, iter(data), lambda m, b: m(b).pow(2).mean(), steps=20,
+                   stop=lambda seen: len(seen) == 3)
+    assert len(losses) == 3 and not model.training
+
+
+def test_lstm_forget_gates_match_a_cell_run_by_hand():
+    from attn_utils.recall import lstm_forget_gates
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(3, 5, batch_first=True)
+    x = torch.randn(2, 6, 3)
+    f = lstm_forget_gates(lstm, x)
+    assert f.shape == (2, 6, 5) and not f.requires_grad
+    w_ih, w_hh = lstm.weight_ih_l0.detach(), lstm.weight_hh_l0.detach()
+    b = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
+    h = c = torch.zeros(2, 5)
+    for t in range(6):  # gates in PyTorch's order: input, forget, cell, output
+        i, g_f, g, o = (x[:, t] @ w_ih.T + h @ w_hh.T + b).chunk(4, dim=1)
+        assert torch.allclose(f[:, t], torch.sigmoid(g_f), atol=1e-6)
+        c = torch.sigmoid(g_f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+
+
+def test_allocated_bytes_counts_what_the_allocator_hands_out():
+    from attn_utils.selfattn import allocated_bytes
+
+    a = torch.randn(64, 64)
+    assert allocated_bytes(lambda: torch.empty(1000)) == 4000
+    assert allocated_bytes(lambda: a @ a) == 64 * 64 * 4
+    # a temporary freed before the end still counts
+    assert allocated_bytes(lambda: (a + 1).sum()) >= 64 * 64 * 4
+
+
+def test_repeated_pattern_batch_repeats_its_first_period():
+    from attn_utils.selfattn import repeated_pattern_batch
+
+    generator = torch.Generator().manual_seed(0)
+    tokens = repeated_pattern_batch(5, 11, 4, n_symbols=6, generator=generator)
+    assert tokens.shape == (5, 11) and tokens.dtype == torch.int64
+    assert torch.equal(tokens[:, 4:], tokens[:, :7])
+    assert tokens.min() >= 3 and tokens.max() < 9

@@ -1,4 +1,4 @@
-"""Data, plots and timing for notebook 05 (self-attention).
+"""Data, plots, timing and memory for notebook 05 (self-attention).
 
 Student side: nothing here computes attention, a mask or a positional encoding — those are
 the exercises.
@@ -6,8 +6,11 @@ the exercises.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -36,6 +39,24 @@ def previous_token_batch(
     targets = torch.full_like(tokens, IGNORE)
     targets[:, 1:] = tokens[:, :-1]
     return tokens, targets
+
+
+def repeated_pattern_batch(
+    batch_size: int,
+    length: int,
+    period: int,
+    n_symbols: int = 10,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sequences that repeat a random pattern: ``tokens (B, length)``, int64.
+
+    Each row draws ``period`` tokens with ids in ``[3, 3 + n_symbols)`` and repeats them, so
+    ``tokens[:, t] == tokens[:, t - period]`` for ``t >= period``: after the first ``period``
+    tokens the next token is always predictable from the past, before it never is.
+    """
+    pattern = torch.randint(FIRST_TOKEN, FIRST_TOKEN + n_symbols, (batch_size, period),
+                            generator=generator)
+    return pattern.repeat(1, -(-length // period))[:, :length]
 
 
 _MASK_CMAP = ListedColormap(["#2b2b2b", "#f2c14e"])  # False = dark (blocked), True = gold
@@ -71,6 +92,31 @@ def show_mask(
     if title:
         ax.set_title(title)
     return ax
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    # the profiler's C++ side prints "profiler_start/stop" lines straight to file descriptor 2
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def allocated_bytes(fn: Callable[[], object]) -> int:
+    """Bytes PyTorch's CPU allocator hands out while ``fn()`` runs, measured with PyTorch's
+    profiler (``profile_memory=True``): every tensor an operation allocates counts, even one
+    freed again before ``fn`` returns, so this is the memory the call writes, not its peak."""
+    with _native_stderr_silenced(), torch.autograd.profiler.profile(
+            profile_memory=True, use_kineto=False) as prof:
+        fn()
+    return int(sum(max(event.self_cpu_memory_usage, 0) for event in prof.function_events
+                   if event.name != "[memory]"))
 
 
 def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
