@@ -113,3 +113,107 @@ def test_repeated_pattern_batch_repeats_its_first_period():
     assert tokens.shape == (5, 11) and tokens.dtype == torch.int64
     assert torch.equal(tokens[:, 4:], tokens[:, :7])
     assert tokens.min() >= 3 and tokens.max() < 9
+
+
+# --- notebook 07's helpers (attn_utils.decoder_tasks) and the attention viewer (attn_utils.viz)
+
+
+def test_random_batches_are_reproducible_and_trimmed():
+    from attn_utils.decoder_tasks import random_batches
+
+    data = copy_task(50, min_len=1, max_len=6, seed=0)
+    a, b = random_batches(data, 8, seed=3), random_batches(data, 8, seed=3)
+    for step in range(3):
+        (sa, la, ta), (sb, lb, tb) = a(step), b(step)
+        assert torch.equal(sa, sb) and torch.equal(la, lb) and torch.equal(ta, tb)
+        assert sa.shape == (8, int(la.max())), "the batch is trimmed to its longest source"
+    other = random_batches(data, 8, seed=4)(0)[0]
+    assert not torch.equal(other, random_batches(data, 8, seed=3)(0)[0])
+
+
+def test_spread_by_length_over_runs():
+    from attn_utils.decoder_tasks import spread_by_length
+
+    lengths, mean, lo, hi = spread_by_length([{1: 1.0, 2: 0.5, 3: 0.2}, {1: 0.5, 2: 0.7}])
+    assert lengths.tolist() == [1, 2], "only the lengths every run has"
+    assert mean.tolist() == [0.75, 0.6] and lo.tolist() == [0.5, 0.5] and hi.tolist() == [1.0, 0.7]
+
+
+def test_date_fields_find_year_month_and_day_in_every_format():
+    import datetime
+
+    from attn_utils.decoder_tasks import date_fields
+    from attn_utils.seq2seq import DATE_FORMATS, human_date
+
+    date = datetime.date(1998, 3, 7)
+    for fmt in DATE_FORMATS:
+        text = human_date(date, fmt)
+        spans = date_fields(text)
+        pieces = {field: text[a:b] for field, (a, b) in spans.items()}
+        assert pieces["year"] in ("1998", "98"), (fmt, pieces)
+        assert pieces["month"] in ("march", "mar", "03", "3"), (fmt, pieces)
+        assert pieces["day"] in ("7", "07"), (fmt, pieces)
+
+
+def test_field_attention_measures_the_weight_on_the_right_field():
+    from attn_utils.decoder_tasks import ISO_FIELDS, date_fields, field_attention
+
+    source = "march 7, 1998"
+    spans = date_fields(source)
+    S, T = len(source), len(ISO_FIELDS) + 1
+    right = torch.zeros(1, 2, T, S)
+    for t, field in enumerate(ISO_FIELDS):
+        start = spans[field][0] if field else 0
+        right[0, 0, t, start] = 1.0                          # head 1: always on its field
+    right[0, 1, :, 5] = 1.0                                  # head 2: always on the space
+    scores = field_attention(right, [source])
+    assert scores.tolist() == [1.0, 0.0]
+
+
+def test_seconds_per_token_calls_with_each_length():
+    from attn_utils.decoder_tasks import seconds_per_token
+
+    calls = []
+    result = seconds_per_token(calls.append, [2, 4], repeats=2)
+    assert calls == [2, 2, 2, 4, 4], "one warm-up call, then `repeats` calls per length"
+    assert len(result) == 2 and all(r >= 0 for r in result)
+
+
+def test_attention_view_accepts_the_usual_layouts_and_checks_labels():
+    import pytest
+
+    from attn_utils.viz import attention_view
+
+    w = torch.softmax(torch.randn(2, 3, 4, 5), dim=-1)
+    keys, queries = list("abcde"), list("wxyz")
+    for attentions in (list(w), [a.unsqueeze(0) for a in w], w, w[0], w[0, 0], w.numpy()):
+        view = attention_view(attentions, keys, queries)
+        assert view.weights.ndim == 4 and view.weights.shape[-2:] == (4, 5)
+    with pytest.raises(ValueError, match="key labels"):
+        attention_view(list(w), keys[:4], queries)
+    with pytest.raises(ValueError, match="query labels"):
+        attention_view(list(w), keys, queries[:3])
+    with pytest.raises(ValueError, match="one example"):
+        attention_view([torch.zeros(2, 3, 4, 5)], keys, queries)
+    self_view = attention_view(torch.softmax(torch.randn(2, 5, 5), -1), keys)
+    assert self_view.queries == keys, "tgt_tokens=None: self-attention, queries are the keys"
+
+
+def test_attention_view_html_is_self_contained_and_escapes_its_labels():
+    import re
+
+    from attn_utils.viz import attention_view
+
+    nasty = ["</script><script>alert(1)</script>", "<eos>", "a&b", '"q"', "x"]
+    view = attention_view(torch.softmax(torch.randn(1, 2, 3, 5), -1), nasty, ["1", "2", "3"],
+                          title="<b>title</b>")
+    html = view.html
+    assert html.count("<script>") == 1 and html.count("</script>") == 1, \
+        "a label cannot close the view's script"
+    assert "<b>title</b>" not in html
+    urls = set(re.findall(r"(?:https?:)?//[\w.-]+[^\s\"'<>)]*", html))
+    assert urls <= {"http://www.w3.org/2000/svg"}, f"the view refers to the network: {urls}"
+    assert not re.search(r"<(link|img|iframe)\b|src=|@import|url\(", html)
+    other = attention_view(torch.softmax(torch.randn(1, 2, 3, 5), -1), nasty, ["1", "2", "3"])
+    assert other.id != view.id, "two views on one page need their own element ids"
+    assert view._repr_html_() == html and view.page().startswith("<!DOCTYPE html>")
