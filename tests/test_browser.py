@@ -409,3 +409,165 @@ def test_student_fills_in_one_exercise_in_jupyterlab(jupyterlab, context):
     finally:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"jupyterlab-{LAB_NOTEBOOK}.png"))
+
+
+# -- the attention viewer (attn_utils.viz) ----------------------------------------------------
+
+VIEWER_PAGE = "07_transformer_decoder"
+KEY_WEIGHTS = ("els => els.map(e => e.getAttribute('data-weight'))")
+
+
+def _viewer_weights():
+    """Two layers of three heads, 4 queries x 5 keys, every row different (seeded)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return [torch.softmax(2.5 * torch.randn(3, 4, 5, generator=g), dim=-1) for _ in range(2)]
+
+
+def _highlighted(view, side: str) -> list[float | None]:
+    """The weights the view shades on one side ('q' or 'k'), as it reports them."""
+    values = view.locator(f".attn-view-{side}").evaluate_all(KEY_WEIGHTS)
+    return [float(v) if v else None for v in values]
+
+
+def _hover(page, view, side: str, index: int) -> None:
+    view.locator(f".attn-view-{side}[data-index='{index}'] text").hover()
+    page.wait_for_timeout(50)
+
+
+@pytest.fixture
+def viewer_url(tmp_path):
+    """A standalone page with one attention view, served from 127.0.0.1."""
+    from attn_utils.viz import attention_view
+
+    weights = _viewer_weights()
+    view = attention_view(weights, ["the", "cat", "sat", "<pad>", "."],
+                          ["<sos>", "le", "chat", "<eos>"], title="viewer test")
+    (tmp_path / "view.html").write_text(view.page(), encoding="utf-8")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/view.html", weights
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_viewer_renders_and_hovering_changes_the_highlighted_weights(viewer_url, context):
+    url, weights = viewer_url
+    page = _open(context, url)
+    view = page.locator(".attn-view")
+    assert view.count() == 1
+    assert not view.locator(".attn-view-fallback").is_visible(), "the script did not run"
+    assert view.locator(".attn-view-q").count() == 4 and view.locator(".attn-view-k").count() == 5
+    assert view.locator("svg text", has_text="chat").count() == 1
+    assert view.locator("select.attn-view-layer option").count() == 2
+    assert view.locator("select.attn-view-head option").count() == 4  # all heads + 3
+    assert _highlighted(view, "k") == [None] * 5, "nothing is highlighted before a hover"
+    assert view.locator("svg line").count() > 0, "the resting view draws the attention lines"
+
+    # All heads (the default): hovering query i shades key j by the mean weight over the heads.
+    _hover(page, view, "q", 1)
+    first = _highlighted(view, "k")
+    expected = weights[0].mean(0)[1].tolist()
+    assert first == pytest.approx(expected, abs=1e-3), (first, expected)
+    _hover(page, view, "q", 2)
+    second = _highlighted(view, "k")
+    assert second == pytest.approx(weights[0].mean(0)[2].tolist(), abs=1e-3)
+    assert second != first, "hovering another query changes the highlighted weights"
+    assert "chat" in page.inner_text(".attn-view-readout")
+
+    # One head of another layer.
+    view.locator("select.attn-view-layer").select_option("1")
+    view.locator("select.attn-view-head").select_option("2")
+    _hover(page, view, "q", 3)
+    assert _highlighted(view, "k") == pytest.approx(weights[1][2][3].tolist(), abs=1e-3)
+    lines = view.locator("svg line").count()
+    assert 1 <= lines <= 5, f"one query of one head draws at most one line per key, got {lines}"
+
+    # Hovering a key shows who attends to it: the queries are shaded by that key's column.
+    _hover(page, view, "k", 0)
+    assert _highlighted(view, "q") == pytest.approx(weights[1][2][:, 0].tolist(), abs=1e-3)
+    assert _highlighted(view, "k") == [None] * 5
+
+    # A click keeps a query selected while the mouse moves on.
+    view.locator(".attn-view-q[data-index='0'] text").click()
+    _hover(page, view, "k", 4)
+    assert _highlighted(view, "k") == pytest.approx(weights[1][2][0].tolist(), abs=1e-3)
+
+    assert not context.external_requests, context.external_requests
+    assert not page.js_errors, page.js_errors
+    assert not page.bad_responses, page.bad_responses
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer.png"))
+
+
+@pytest.mark.xdist_group("book")
+def test_viewer_stays_interactive_on_the_site(site_url, context):
+    page = _open(context, f"{site_url}/{VIEWER_PAGE}.html")
+    views = page.locator("main .attn-view")
+    assert views.count() >= 1, "notebook 07's page shows no attention view"
+    for i in range(views.count()):
+        view = views.nth(i)
+        view.scroll_into_view_if_needed()
+        assert not view.locator(".attn-view-fallback").is_visible(), "the view's script did not run"
+        n_keys = view.locator(".attn-view-k").count()
+        assert n_keys > 1 and view.locator(".attn-view-q").count() > 1
+        _hover(page, view, "q", 0)
+        first = _highlighted(view, "k")
+        _hover(page, view, "q", 1)
+        second = _highlighted(view, "k")
+        assert None not in first and None not in second
+        assert sum(second) == pytest.approx(1.0, abs=0.01), "a query's weights sum to 1"
+        assert first != second, "hovering another query changes the highlighted weights"
+    assert not context.external_requests, context.external_requests
+    assert not page.js_errors, page.js_errors
+    assert not page.bad_responses, page.bad_responses
+
+
+@pytest.mark.xdist_group("jupyterlab")
+def test_viewer_works_in_jupyterlab(jupyterlab, context):
+    url, token, work = jupyterlab
+    from attn_course.authoring import code, write_notebook
+
+    write_notebook([code("""
+        import torch
+        from attn_utils.viz import attention_view
+        g = torch.Generator().manual_seed(0)
+        weights = [torch.softmax(2.5 * torch.randn(3, 4, 5, generator=g), dim=-1) for _ in range(2)]
+        attention_view(weights, ["the", "cat", "sat", "<pad>", "."],
+                       ["<sos>", "le", "chat", "<eos>"])
+    """)], work / "viewer.ipynb")
+    page = context.new_page()
+    page.js_errors = []
+    page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
+    try:
+        page.goto(f"{url}/lab/tree/viewer.ipynb?token={token}")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-CodeCell", timeout=90_000)
+        page.wait_for_function(KERNEL_DONE, timeout=90_000, polling=500)
+        page.locator(".jp-NotebookPanel .jp-Notebook .jp-CodeCell .cm-content").first.click()
+        page.keyboard.press("Shift+Enter")
+        view = page.locator(".jp-OutputArea .attn-view")
+        view.wait_for(timeout=90_000)
+        page.wait_for_function(KERNEL_DONE, timeout=90_000, polling=500)
+        assert not view.locator(".attn-view-fallback").is_visible(), (
+            "JupyterLab did not run the view's script")
+        weights = _viewer_weights()
+        _hover(page, view, "q", 1)
+        first = _highlighted(view, "k")
+        assert first == pytest.approx(weights[0].mean(0)[1].tolist(), abs=1e-3)
+        _hover(page, view, "q", 2)
+        assert _highlighted(view, "k") != first
+        assert not context.external_requests, context.external_requests
+    finally:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "viewer-jupyterlab.png"))
