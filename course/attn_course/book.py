@@ -29,7 +29,7 @@ from attn_course import notebooks
 from attn_course.execute import execute_notebook
 from attn_course.manifest import Assignment
 
-TITLE = "Attention, from the limits of RNNs to Transformer encoders"
+TITLE = "Attention, from the limits of RNNs to the Transformer"
 HIDDEN_REGION = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?",
                            re.M | re.S)
 SOLUTION_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[^\n]*\n?", re.M)
