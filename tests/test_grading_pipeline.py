@@ -178,9 +178,10 @@ def _corpus(course, installed):
         "code_to_markdown": (_to_markdown(full, {last, f"test_{first}"}), total, ""),
         "exercise_deleted": (_without(full, {last, f"test_{last}"}), without_last,
                              f"put back from the release: {last}, test_{last}"),
+        # the sandboxed kernel has no grading package to import from
         "imports_references": (fill(release, {
             n: f"from attn_grader.nb01_rnn_limits.reference import {n}" for n in solutions}),
-            total, ""),
+            0.0, "ModuleNotFoundError"),
         "patches_allclose": (fill(release, {first: "torch.allclose = lambda *a, **k: True\n"
                                             + stub_first}), 0.0, ""),
         "writes_grading_package": (fill(release, {first: TAMPER.replace(
@@ -190,7 +191,7 @@ def _corpus(course, installed):
     }
     flags = {"imports_references": "imports the grading package",
              "patches_allclose": "torch.allclose",
-             "writes_grading_package": "changed files",
+             "writes_grading_package": "imports the grading package",
              "tests_tagged_skipped": "tagged to be skipped"}
     return {s: (*v, flags.get(s, "")) for s, v in corpus.items()}
 
@@ -327,7 +328,7 @@ def test_the_grading_package_written_to_disk_is_put_back(graded):
 def test_flagged_submissions_are_in_the_summary(graded):
     text = report.summary(list(graded["results"].values()))
     assert "imports_references" in text and "imports the grading package" in text
-    assert "writes_grading_package" in text
+    assert "writes_grading_package" in text and "patches_allclose" in text
 
 
 def test_limits_keep_the_points_of_cells_that_ran(graded):

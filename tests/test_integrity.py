@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import nbformat
 import pytest
 
@@ -136,20 +132,42 @@ def test_skip_tags_are_removed_from_nbgrader_cells_only():
     assert integrity.unskip_nbgrader_cells(nb) == []
 
 
-def test_a_test_cell_that_never_ran_scores_nothing():
-    # nbgrader counts a code test cell without an error as full marks, even if it never ran
-    from attn_course import verdict
+def test_points_come_from_the_graders_record_and_a_test_never_judged_earns_nothing(tmp_path):
+    from attn_course import judge, verdict
 
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("grade()") for _ in range(3)])
-    for i, cell in enumerate(nb.cells):
-        cell.metadata.nbgrader = {"grade": True, "grade_id": f"test_{i}", "points": 2,
-                                  "solution": False, "locked": True, "schema_version": 3}
-    nb.cells[0].execution_count = 1  # ran, no error
-    nb.cells[1].execution_count = 2
-    nb.cells[1].outputs = [nbformat.v4.new_output("error", ename="AssertionError", evalue="",
-                                                  traceback=[])]
-    points = {f"test_{i}": 2.0 for i in range(3)}
-    assert verdict.score_notebook(nb, 2, points) == {"test_0": 2.0, "test_1": 0.0, "test_2": 0.0}
+    record = tmp_path / "record.jsonl"
+    record.write_text('{"cell": "test_0", "points": 2.0, "max": 2}\n'
+                      '{"cell": "test_1", "points": 0.5, "max": 2}\n'
+                      '{"cell": "test_1", "points": 2.0, "max": 2}\n'  # a second copy: ignored
+                      '{"flag": "cell 3: replaced or added torch.allclose"}\n'
+                      'not json\n')
+    scores, flags = judge.read_record(record)
+    assert scores == {"test_0": 2.0, "test_1": 0.5}
+    assert flags == ["cell 3: replaced or added torch.allclose"]
+    points = {"test_0": 2.0, "test_1": 2.0, "test_2": 2.0}
+    graded = tmp_path / "graded"
+    graded.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(), str(graded / "nb.ipynb"))
+    v = verdict.finished(graded, points, ["nb"], 1 << 30, scores)
+    assert v.scores == {"test_0": 2.0, "test_1": 0.5, "test_2": 0.0}
+
+
+@pytest.mark.parametrize("a", assignment_params())
+def test_every_hidden_test_cell_can_be_judged_outside_the_kernel(a):
+    from attn_course import judge
+
+    for cell in notebooks.read(a.source_notebook(ROOT)).cells:
+        if notebooks.is_graded(cell) and not notebooks.is_solution(cell):
+            calls = judge.test_calls(cell.source)
+            assert calls and all(c.assignment == a.id for c in calls), cell.source
+
+
+def test_a_test_cell_with_other_code_is_not_judged():
+    from attn_course import judge
+
+    assert judge.test_calls('from attn_grader import grade\ngrade("x", "f", f, points=1)')
+    assert judge.test_calls('grade("x", "f", f, points=1)\nprint("more")') is None
+    assert judge.test_calls('grade("x", "f", make(), points=1)') is None
 
 
 def test_a_notebook_is_recognised_as_its_own_assignment():
@@ -158,29 +176,3 @@ def test_a_notebook_is_recognised_as_its_own_assignment():
         nb = notebooks.read(a.release_notebook(ROOT))
         assert integrity.assignment_of(nb, ids) == a.id
     assert integrity.assignment_of(nbformat.v4.new_notebook(), ids) is None
-
-
-# --------------------------------------------------------------------------- kernel side
-
-
-def test_guard_sees_replacements_and_caps_output():
-    code = textwrap.dedent("""
-        import io, sys
-        import attn_grader.guard as g
-        sys.stdout = io.StringIO()
-        g.install(cap=1000)
-        assert g.tampered() == []
-        import torch, attn_grader
-        torch.allclose = lambda *a, **k: True
-        attn_grader.grade = lambda *a, **k: 10
-        print("x" * 5000)
-        out = sys.stdout.getvalue()
-        sys.stdout = sys.__stdout__
-        print(g.tampered())
-        print(len(out) < 1200, "cut at 1000 bytes" in out)
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.strip().splitlines()
-    assert lines[-2] == "['attn_grader.grade', 'torch.allclose']"
-    assert lines[-1] == "True True"

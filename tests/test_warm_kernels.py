@@ -1,5 +1,6 @@
 """attn_course.warm_kernels: kernels forked from a server that has imported torch behave, for
-the job that asked, like kernels started from scratch; and nothing they start outlives it."""
+the job that asked, like kernels started from scratch; and nothing they start outlives it.
+Without a sandbox (as `attn-course grade --no-sandbox` runs them) and in one (the default)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,25 @@ from pathlib import Path
 import pytest
 from jupyter_client.manager import KernelManager
 
-from attn_course import grading_job, warm_kernels
+from attn_course import grading_job, sandbox, warm_kernels
 
 pytestmark = pytest.mark.slow
 TOKEN_ENV = grading_job.JOB_ENV
 
 
+def _slot(tmp_path, boxed: bool = False, **kw) -> warm_kernels.KernelSlot:
+    env = {**os.environ, "MPLBACKEND": "agg"}
+    folder = tmp_path / "s"
+    box = sandbox.Sandbox(folder) if boxed else None
+    slot = warm_kernels.KernelSlot(env, tmp_path / "c", folder, sandbox=box, mark=TOKEN_ENV,
+                                   allow=list(sandbox.KERNEL_ENV) if boxed else None, **kw)
+    slot.wait_ready()
+    return slot
+
+
 @pytest.fixture
 def server(tmp_path):
-    env = {**os.environ, "MPLBACKEND": "agg"}
-    kernels = warm_kernels.WarmKernels(env, tmp_path, mark=TOKEN_ENV)
+    kernels = _slot(tmp_path)
     yield kernels
     kernels.close()
 
@@ -150,7 +160,7 @@ def test_killing_the_launched_process_kills_the_kernel(server, tmp_path):
 
 
 def test_closing_the_server_leaves_no_kernel(tmp_path):
-    server = warm_kernels.WarmKernels({**os.environ, "MPLBACKEND": "agg"}, tmp_path)
+    server = _slot(tmp_path)
     kernel = Kernel(_job_env(server.jupyter_path, "t-close"), tmp_path)
     try:
         kernel_pid = int(kernel.run("import os; print(os.getpid())")[0])
@@ -176,3 +186,102 @@ def test_otherwise_the_kernel_starts_cold(server, tmp_path, case):
         assert int(parent) == os.getpid()
     finally:
         kernel.stop()
+
+
+# --------------------------------------------------------------------------- in a sandbox
+
+
+def _boxed_kernel(slot, tmp_path, secret="s3cret") -> Kernel:
+    folder = Path(slot.kernel_folder)
+    for sub in ("home", "work", "runtime"):
+        (folder / sub).mkdir(exist_ok=True)
+    slot.write_spec({"HOME": str(folder / "home"), "JUPYTER_RUNTIME_DIR": str(folder / "runtime")},
+                    cwd=str(folder / "work"))
+    env = _job_env(slot.jupyter_path, "t-box", INSTRUCTOR_TOKEN=secret,
+                   JUPYTER_RUNTIME_DIR=str(folder / "runtime"))
+    kernel = Kernel.__new__(Kernel)
+    kernel.km = KernelManager(kernel_name=warm_kernels.KERNEL_NAME, transport="ipc",
+                              connection_file=str(folder / "runtime" / "kernel.json"))
+    kernel.km.kernel_spec_manager.kernel_dirs = [
+        os.path.join(env["JUPYTER_PATH"], "kernels"), *kernel.km.kernel_spec_manager.kernel_dirs]
+    kernel.km.start_kernel(env=env, cwd=str(tmp_path))
+    kernel.kc = kernel.km.client()
+    kernel.kc.start_channels()
+    kernel.kc.wait_for_ready(timeout=60)
+    return kernel
+
+
+@pytest.fixture
+def boxed(tmp_path):
+    if sandbox.probe():
+        pytest.fail(f"no sandbox here: {sandbox.probe()}")  # .ci/run installs bubblewrap
+    slot = _slot(tmp_path, boxed=True)
+    yield slot
+    slot.close()
+
+
+def test_a_sandboxed_kernel_sees_its_folder_and_nothing_of_the_grader(boxed, tmp_path):
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    kernel = _boxed_kernel(boxed, tmp_path)
+    try:
+        out, error = kernel.run(
+            "import os, sys, socket\n"
+            "warm = 'torch' in sys.modules\n"
+            "import attn_utils\n"
+            "try:\n"
+            "    import attn_grader; grader = 'visible'\n"
+            "except ImportError:\n"
+            "    grader = 'hidden'\n"
+            "s = socket.socket(); s.settimeout(3)\n"
+            f"net = 'refused' if s.connect_ex(('127.0.0.1', {port})) else 'open'\n"
+            f"print(warm, grader, net, os.path.exists({str(root / 'source')!r}), "
+            f"os.path.exists({str(tmp_path / 'c')!r}), 'INSTRUCTOR_TOKEN' in os.environ, "
+            "os.getcwd(), os.getpid() < 100, os.getuid())")
+        assert error == ""
+        work = Path(boxed.kernel_folder) / "work"
+        assert out == f"True hidden refused False False False {work} True {sandbox.SANDBOX_UID}"
+    finally:
+        kernel.stop()
+        listener.close()
+
+
+def test_a_sandboxed_kernel_is_interrupted_and_its_slot_reset_kills_what_it_left(boxed,
+                                                                                tmp_path):
+    kernel = _boxed_kernel(boxed, tmp_path)
+    try:
+        kernel.run("import os, subprocess\n"
+                   "if os.fork() == 0:\n"
+                   "    os.setsid(); subprocess.Popen(['sleep', '4321.5']); os._exit(0)\n")
+        kernel.kc.execute("import time; time.sleep(60)", stop_on_error=False)
+        time.sleep(1.0)
+        kernel.km.interrupt_kernel()
+        while True:
+            msg = kernel.kc.get_iopub_msg(timeout=20)
+            if msg["msg_type"] == "error":
+                assert msg["content"]["ename"] == "KeyboardInterrupt"
+                break
+    finally:
+        kernel.stop()
+
+    def sleepers():
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if b"4321.5" in (proc / "cmdline").read_bytes():
+                    found.append(proc.name)
+            except OSError:
+                pass
+        return found
+
+    assert sleepers()  # it outlived its kernel...
+    assert boxed.reset()
+    end = time.monotonic() + 5
+    while sleepers() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not sleepers()  # ...but not the reset

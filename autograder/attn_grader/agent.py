@@ -251,13 +251,13 @@ class Agent:
 
     ``namespace`` is a function returning the student's namespace (IPython's ``user_ns``)."""
 
-    def __init__(self, namespace=dict):
-        self.namespace = namespace
+    def __init__(self, namespace=dict, ip=None):
+        self.namespace, self.ip = namespace, ip
         self.objects: dict[int, object] = {}
         self.ids: dict[int, int] = {}  # id(obj) -> handle
         self.slots: dict[int, tuple[list, list]] = {}
         self.counter = 0
-        self.baseline = _hooks_now()
+        self.baseline = _hooks_now(ip)
         self.alerts: list[str] = []
         self.methods = _own_methods()
 
@@ -398,7 +398,7 @@ class Agent:
     def op_inspect(self, header, dec, enc):
         """What in the kernel's machinery was replaced or added since the agent started: a
         reviewer's hint (the score never depends on it)."""
-        now = _hooks_now()
+        now = _hooks_now(self.ip)
         found = sorted(f"replaced or added {name}" for name, ident in now.items()
                        if self.baseline.get(name) != ident)
         found += [f"replaced the grading agent's {name}" for name, ident in _own_methods().items()
@@ -455,14 +455,11 @@ def _from_notebook(obj) -> bool:
             or filename.startswith("<ipython-input"))
 
 
-def _hooks_now() -> dict[str, object]:
+def _hooks_now(ip=None) -> dict[str, object]:
     """What could rewrite or forge what a cell shows, or fake a comparison: hooks written in
-    the notebook, and the identity of hooks and functions that are replaced, not added to."""
+    the notebook, and the identity of hooks and functions that are replaced, not added to.
+    ``ip``: the IPython shell (``get_ipython`` is not a builtin outside a cell's run)."""
     state: dict[str, object] = {}
-    try:
-        ip = get_ipython()  # noqa: F821 (defined inside IPython)
-    except NameError:
-        ip = None
     if ip is not None:
         for name in ("input_transformers_cleanup", "input_transformers_post",
                      "ast_transformers"):
@@ -471,8 +468,11 @@ def _hooks_now() -> dict[str, object]:
         for event, callbacks in ip.events.callbacks.items():
             state[f"an IPython '{event}' event callback"] = tuple(
                 id(cb) for cb in callbacks if _from_notebook(cb))
-        state["IPython's displayhook"] = id(ip.displayhook)
-        state["IPython's display publisher"] = id(ip.display_pub)
+        for what, obj, method in (("displayhook", ip.displayhook, "__call__"),
+                                  ("display publisher", ip.display_pub, "publish")):
+            state[f"IPython's {what}"] = (id(obj), id(type(obj)),
+                                          id(getattr(type(obj), method, None)),
+                                          id(vars(obj).get(method)))
         state["IPython's run_cell"] = id(getattr(type(ip), "run_cell", None))
         state["IPython's run_cell (on the shell)"] = id(vars(ip).get("run_cell"))
     state["sys.displayhook"] = id(sys.displayhook)
@@ -493,7 +493,7 @@ def install(cap: int = 1 << 20) -> Agent:
     cell's printed output at ``cap`` bytes per stream. Called once, before any student code
     (an IPython start-up file)."""
     ip = get_ipython()  # noqa: F821 (defined inside IPython)
-    agent = Agent(lambda: ip.user_ns)
+    agent = Agent(lambda: ip.user_ns, ip)
 
     def on_open(comm, open_msg):
         def on_msg(msg):
@@ -523,7 +523,7 @@ def install(cap: int = 1 << 20) -> Agent:
     resets = [_cap_stream(s, cap) for s in (sys.stdout, sys.stderr)]
     for reset in resets:
         ip.events.register("pre_run_cell", reset)
-    agent.baseline = _hooks_now()
+    agent.baseline = _hooks_now(ip)
     return agent
 
 

@@ -25,7 +25,15 @@ import sys
 import time
 from pathlib import Path
 
-from attn_course import book, grading, nbgrader_runner, report, sample_class, validation
+from attn_course import (
+    book,
+    grading,
+    nbgrader_runner,
+    report,
+    sample_class,
+    sandbox,
+    validation,
+)
 from attn_course.execute import execute_notebook
 from attn_course.manifest import Assignment, assignment, assignments, course_root
 
@@ -97,7 +105,8 @@ def _grade(course: Path, selected: list[Assignment], args) -> list[grading.Resul
                             memory_bytes=int(getattr(args, "memory_gib", 4) * grading.GiB))
     start = time.perf_counter()
     results = grading.grade(course, ids, workers=getattr(args, "workers", None), limits=limits,
-                            force=getattr(args, "force", False), log=_say)
+                            force=getattr(args, "force", False), log=_say,
+                            sandboxed=not getattr(args, "no_sandbox", False))
     _say(f"graded {len(results)} submissions of {', '.join(ids) or 'nothing'} "
          f"in {time.perf_counter() - start:.0f} s")
     return results
@@ -109,6 +118,8 @@ def cmd_grade(args) -> int:
         raise SystemExit("attn-course grade: name assignments, or --all for every one")
     try:
         results = _grade(root, _selected(args.ids), args)
+    except sandbox.SandboxUnavailable as exc:
+        raise SystemExit(f"attn-course grade: no sandbox for student code: {exc}") from None
     except KeyboardInterrupt:
         _say(f"\ninterrupted: every grade finished so far is in {root / 'gradebook.db'}; "
              "run the same command again to grade the rest")
@@ -245,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="memory cap of one submission, GiB (default: %(default)g)")
     grade.add_argument("--force", action="store_true",
                        help="regrade everything, not only what is new or changed")
+    grade.add_argument("--no-sandbox", action="store_true",
+                       help="run student code without the bubblewrap sandbox, with your "
+                            "permissions and network (scores are still computed outside it)")
     feedback = add("feedback", cmd_feedback, "generate HTML feedback for graded submissions")
     feedback.add_argument("--all", action="store_true",
                           help="every assignment (the same as naming none)")

@@ -244,6 +244,7 @@ class _Runner:
         self.agent_startup = _AGENT_STARTUP.format(source=Path(agent.__file__).read_text(
             encoding="utf-8"))
         shown = [str(p) for p in sandbox.Sandbox(work).shown()]
+        shown += [str(slot.folder) for slot in slots] + [str(work / "kit")]
         self.watch = {"hidden": sorted({str(root), str(Path.home()), str(work)}),
                       "shown": shown}
         # the released notebooks of what is graded (to put deleted cells back), and the cell
@@ -561,7 +562,8 @@ def _failed(job: _Job, expected, exc: BaseException) -> Result:
                   {c.removeprefix("test_"): 0.0 for (_, c) in expected}, digest=job.digest)
 
 
-def _start_slots(work: Path, count: int, warm: bool, sandboxed: bool, log) -> list[_Slot]:
+def _start_slots(work: Path, count: int, warm: bool, sandboxed: bool, log,
+                 memory: int) -> list[_Slot]:
     """One slot per worker, their servers importing torch side by side. Kernel folders have
     short paths: a ZeroMQ IPC socket's path must fit in 107 bytes."""
     kit = work / "kit"
@@ -574,9 +576,11 @@ def _start_slots(work: Path, count: int, warm: bool, sandboxed: bool, log) -> li
         folder = work / f"s{k}"
         box = sandbox.Sandbox(folder, readonly=[kit]) if sandboxed else None
         allow = list(sandbox.KERNEL_ENV) if sandboxed else None
+        # the server's own memory, on top of what the job may use
+        cgroups = sandbox.SlotCgroups(f"{work.name}-s{k}", memory=memory + GiB)
         kernels = warm_kernels.KernelSlot(env, work / f"c{k}", folder, sandbox=box,
                                           mark=JOB_ENV, allow=allow, script=str(script),
-                                          warm=warm)
+                                          warm=warm, cgroups=cgroups)
         return _Slot(kernels, folder)
 
     slots = [start(k) for k in range(count)]  # from this thread: see KernelSlot
@@ -596,7 +600,8 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandbo
         zygote = grading_job.Zygote(nbgrader_runner._env())
         slots: list[_Slot] = []
         try:
-            slots = _start_slots(work, min(workers, len(jobs)), warm, sandboxed, log)
+            slots = _start_slots(work, min(workers, len(jobs)), warm, sandboxed, log,
+                                 int(limits.memory_bytes))
             templates = _prepare_templates(root, work, sorted({j.assignment for j in jobs}),
                                            zygote)
         except BaseException:
@@ -615,6 +620,9 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandbo
                    file=sys.stderr, dynamic_ncols=True)
         suspects: dict[tuple[str, str], _Job] = {}
         checked = time.monotonic()
+        # Without a CPU share and a process cap per slot, one submission's fork bomb could
+        # starve another's cells past their time limit: those are graded again, alone.
+        isolated = all({"pids", "cpu"} <= set(s.kernels.cgroups.controllers) for s in slots)
 
         def accept(job: _Job, result: Result, course: Path) -> None:
             _merge(root, result, course, expected[job.assignment])
@@ -649,6 +657,8 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandbo
                               + f"; {len(suspects)} submissions will be regraded one at a time")
                 checked = time.monotonic()
                 accept(job, result, course)
+                if result.status == "limit" and not isolated and len(slots) > 1:
+                    suspects.setdefault((job.assignment, job.student), job)
                 if result.status != "ok" or result.flags:
                     bar.write(f"{job.student}/{job.assignment}: {result.status}: "
                               + "; ".join(filter(None, [result.reason, *result.flags])))

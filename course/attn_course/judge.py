@@ -28,6 +28,7 @@ import ast
 import json
 import os
 import queue
+import re
 import time
 import uuid
 
@@ -261,7 +262,9 @@ class JudgingExecute(CheckpointExecute):
             cell.outputs.append({"output_type": "stream", "name": "stdout", "text": text + "\n"})
         if failure or earned == 0:
             message = failure or "no check passed"
-            cell.outputs.append({"output_type": "error", "ename": "CheckFailed",
+            raised = re.search(r"raised (\w+):", message)  # what the student's code raised
+            cell.outputs.append({"output_type": "error",
+                                 "ename": raised.group(1) if raised else "CheckFailed",
                                  "evalue": message.splitlines()[0][:500],
                                  "traceback": message.splitlines()})
         else:

@@ -104,7 +104,7 @@ class Sandbox:
         helpers = _package_dir("attn_utils")
         if helpers and not any(helpers == s or s in helpers.parents for s in shown):
             shown.append(helpers)
-        shown += [p.resolve() for p in self.readonly]
+        shown += [Path(p).resolve() for p in self.readonly]
         return shown
 
     def argv(self, command: list[str], env: dict[str, str], *, pid1: bool = False,
@@ -172,3 +172,90 @@ def probe(bwrap: str | None = None) -> str | None:
                     "user namespaces, see the instructor guide)")
         return f"bubblewrap failed (exit {proc.returncode}): {proc.stderr.strip()[:500]}{hint}"
     return None
+
+
+# --------------------------------------------------------------------------- slot limits
+
+
+class SlotCgroups:
+    """A slot's processes in cgroups of their own, where this machine lets us make them: at
+    most ``pids`` processes (a fork bomb stays in its slot), an equal share of the CPU
+    whatever the number of processes (so it cannot starve the other slots' jobs), and at most
+    ``memory`` bytes in all (a memory cap per process is not enough against many processes).
+
+    cgroup v1 hierarchies (``/sys/fs/cgroup/<controller>``) and a delegated cgroup v2 tree
+    are both used when writable; :attr:`controllers` says which took. Processes join with
+    :meth:`join` (from inside the process, before it execs or forks anything)."""
+
+    def __init__(self, name: str, pids: int = 512, memory: int | None = None):
+        self.name = name
+        self.dirs: list[Path] = []
+        self.controllers: list[str] = []
+        limits = {"pids": [("pids.max", str(pids))], "cpu": [],
+                  "memory": [("memory.limit_in_bytes", str(memory))] if memory else []}
+        for controller, path in _own_cgroups().items():
+            if controller not in limits:
+                continue
+            folder = Path("/sys/fs/cgroup") / controller / path.lstrip("/") / name
+            if self._make(folder, limits[controller]):
+                self.controllers.append(controller)
+        unified = _own_cgroups().get("")
+        if unified is not None and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            folder = Path("/sys/fs/cgroup") / unified.lstrip("/") / name
+            v2 = [("pids.max", str(pids))] + ([("memory.max", str(memory))] if memory else [])
+            if self._make(folder, v2, require=("pids.max",)):
+                self.controllers.append("v2")
+
+    def _make(self, folder: Path, settings, require=()) -> bool:
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError:
+            return False
+        try:
+            for file, value in settings:
+                (folder / file).write_text(value)
+            if any(not (folder / r).exists() for r in require):
+                raise OSError("controller missing")
+        except OSError:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+            return False
+        self.dirs.append(folder)
+        return True
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def join(self) -> None:
+        for path in self.procs_files:
+            try:
+                with open(path, "w") as f:
+                    f.write(str(os.getpid()))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        for folder in self.dirs:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+
+
+def _own_cgroups() -> dict[str, str]:
+    """controller -> this process's cgroup path ('' for the cgroup v2 tree)."""
+    found = {}
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        for controller in (parts[1].split(",") if parts[1] else [""]):
+            found[controller] = parts[2]
+    return found

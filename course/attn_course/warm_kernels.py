@@ -350,6 +350,12 @@ def _client(spec_path: str, argv: list[str]) -> None:
 
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
+    for procs in spec.get("cgroups") or []:  # a cold kernel stays within the slot's limits
+        try:
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+        except OSError:
+            pass
     try:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(spec["socket"])
@@ -425,13 +431,21 @@ class KernelSlot:
 
     def __init__(self, env: dict[str, str], folder: os.PathLike, kernel_folder: os.PathLike,
                  sandbox=None, mark: str = "", allow: list[str] | None = None,
-                 script: str | None = None, warm: bool = True):
+                 script: str | None = None, warm: bool = True, cgroups=None):
         self.folder = os.fspath(folder)
         self.kernel_folder = os.fspath(kernel_folder)
         os.makedirs(self.folder, exist_ok=True)
         os.makedirs(self.kernel_folder, exist_ok=True)
-        self.sandbox, self.allow = sandbox, allow
+        self.sandbox, self.allow, self.cgroups = sandbox, allow, cgroups
         self.script = script or os.path.abspath(__file__)
+        if sandbox is not None and not any(
+                self.script.startswith(str(p) + os.sep) for p in sandbox.shown()):
+            import shutil  # the sandbox must see the server's script: a read-only copy
+
+            kit = self.folder + "-kit"
+            os.makedirs(kit, exist_ok=True)
+            self.script = shutil.copy2(self.script, os.path.join(kit, "warm_kernels.py"))
+            sandbox.readonly.append(kit)
         self.jupyter_path = os.path.join(self.folder, "jupyter")
         self.spec_path = os.path.join(self.folder, "kernel-spec.json")
         self.socket_path = os.path.join(self.folder, "warm-kernels.sock")
@@ -465,8 +479,10 @@ class KernelSlot:
                        "--mark", self.mark, "--allow", json.dumps(self.allow)]
             if self.sandbox is not None:
                 command = self.sandbox.argv(command, self.env, pid1=True)
-            self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         env=self.env, pass_fds=[listener.fileno()])
+            self.proc = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env,
+                pass_fds=[listener.fileno()],
+                preexec_fn=self.cgroups.join if self.cgroups else None)  # noqa: PLW1509
         finally:
             listener.close()
 
@@ -479,7 +495,8 @@ class KernelSlot:
             cold = full[:full.index("--chdir")]
         with open(self.spec_path, "w", encoding="utf-8") as f:
             json.dump({"socket": self.socket_path if self.proc else None, "cold": cold,
-                       "allow": self.allow, "env": kernel_env, "cwd": cwd}, f)
+                       "allow": self.allow, "env": kernel_env, "cwd": cwd,
+                       "cgroups": self.cgroups.procs_files if self.cgroups else []}, f)
 
     def reset(self, timeout: float = 30) -> bool:
         """Kill everything the last job left in the slot. False if the server is gone (the
@@ -501,6 +518,8 @@ class KernelSlot:
             stop_server(self.proc)
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
+        if self.cgroups is not None:
+            self.cgroups.close()
 
 
 def _serve_main(args: list[str]) -> None:
