@@ -162,7 +162,12 @@ def cmd_sample(args) -> int:
     cmd_release(args)
     _say("== 2/5 run the worked solutions" + (" (quick mode)" if args.quick else ""))
     cmd_execute(args)
-    _say("== 3/5 grade the bundled sample class")
+    problem = sandbox.probe()
+    _say("== 3/5 grade the bundled sample class" + (
+        " (in a sandbox)" if not problem else
+        f"\n   without a sandbox: {problem}\n   (the sample class is the course's own code; "
+        "install bubblewrap before grading students)"))
+    args.no_sandbox = bool(problem)
     course = _fresh_course_copy(root, root / "build" / "sample-course")
     for a in selected:
         nbgrader_runner.generate_assignment(course, a.id)

@@ -53,16 +53,52 @@ assert CYCLE.count("blank") == 3 and CYCLE.count("broken") == 4
 # --------------------------------------------------------------------------- the class
 
 
+_IMPORTS = {"torch": "import torch", "nn": "from torch import nn",
+            "F": "import torch.nn.functional as F", "math": "import math",
+            "np": "import numpy as np", "numpy": "import numpy"}
+
+
+def _own_code(impl) -> str | None:
+    """The source of a catalogued mistake as a student would have written it in the cell:
+    its own code, renamed to the graded name by the caller, with the imports it needs; None
+    when it leans on the grading package (a reference it subclasses or calls), which a
+    sandboxed kernel cannot import: honest work does not import the grader."""
+    import inspect
+    import textwrap
+
+    functions = [impl] if inspect.isfunction(impl) else [
+        f for f in vars(impl).values() if inspect.isfunction(f)] if inspect.isclass(impl) else []
+    if not functions or (inspect.isclass(impl) and any(
+            b.__module__.startswith("attn_grader") for b in impl.__mro__[1:])):
+        return None
+    needed, constants = set(), {}
+    for fn in functions:
+        for key, value in inspect.getclosurevars(fn).globals.items():
+            if key in _IMPORTS:
+                needed.add(key)
+            elif type(value) in (int, float, str, bool, tuple):
+                constants[key] = value
+            else:
+                return None
+    lines = [_IMPORTS[k] for k in sorted(needed)]
+    lines += [f"{k} = {v!r}" for k, v in sorted(constants.items())]
+    return "\n".join(lines + [textwrap.dedent(inspect.getsource(impl))])
+
+
 def _mistake_source(assignment_id: str, name: str, index: int) -> str | None:
-    """A catalogued mistake for ``name`` as a student's cell would hold it (None if the
-    catalogue has none)."""
+    """A catalogued mistake for ``name`` as a student's cell would hold it, written out (None
+    if the catalogue has none that stands on its own)."""
+    import re
+
     from attn_grader import mistakes_for
 
-    listed = mistakes_for(assignment_id).get(name) or []
-    if not listed:
+    own = [(m.impl, code) for m in mistakes_for(assignment_id).get(name) or []
+           if (code := _own_code(m.impl))]
+    if not own:
         return None
-    impl = listed[index % len(listed)].impl
-    return f"from {impl.__module__} import {impl.__name__} as {name}"
+    impl, code = own[index % len(own)]
+    return re.sub(rf"^(def|class) {re.escape(impl.__name__)}\b", rf"\1 {name}", code,
+                  count=1, flags=re.M)
 
 
 def answers_for(kind: str, variant: int, rng: random.Random, assignment_id: str,
