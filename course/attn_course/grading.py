@@ -256,6 +256,7 @@ class _Runner:
                                   for c in notebooks.read(p).cells if notebooks.grade_id(c)}
                          for d in sorted((root / "source").iterdir()) if d.is_dir()}
         self.zygote: grading_job.Zygote | None = None  # set by _run_jobs
+        self.trivial: Path | None = None  # the checks' trivial cases, set by _run_jobs
         self.live: set[int] = set()
         self.lock = threading.Lock()
         self.stopping = False
@@ -350,7 +351,7 @@ class _Runner:
         token = f"{os.getpid()}-{job.assignment}-{job.student}"
         env = nbgrader_runner._env()
         env.update({CHECKPOINT_ENV: str(checkpoint), JOB_ENV: token,
-                    judge.RECORD_ENV: str(record),
+                    judge.RECORD_ENV: str(record), judge.TRIVIAL_ENV: str(self.trivial),
                     "JUPYTER_RUNTIME_DIR": str(slot.folder / "runtime"),
                     "JUPYTER_PATH": os.pathsep.join(filter(None, [
                         slot.kernels.jupyter_path, env.get("JUPYTER_PATH")]))})
@@ -583,13 +584,46 @@ def _start_slots(work: Path, count: int, warm: bool, sandboxed: bool, log,
                                           warm=warm, cgroups=cgroups)
         return _Slot(kernels, folder)
 
-    slots = [start(k) for k in range(count)]  # from this thread: see KernelSlot
+    return [start(k) for k in range(count)]  # from this thread: see KernelSlot
+
+
+def _slots_ready(slots: list[_Slot], log) -> None:
     for slot in slots:
         slot.kernels.wait_ready()
     reasons = {s.kernels.cold_reason for s in slots if s.kernels.cold_reason}
     if reasons:
         log("kernels will start cold (each imports torch again): " + "; ".join(reasons))
-    return slots
+
+
+TRIVIAL_CACHE = Path("autograded") / ".attn-trivial-cases.json"
+
+
+def _trivial_cases(root: Path, work: Path, assignment_ids: list[str]) -> Path:
+    """The cases each check gives credit for only beside real work (attn_grader.nulls), for
+    the jobs to read: computed here, once per version of the grading package (cached in the
+    course), never in the zygote (running torch there before it forks would not be safe)."""
+    import attn_grader
+
+    digest = integrity.tree_digest(Path(attn_grader.__file__).parent)
+    cache_path = root / TRIVIAL_CACHE
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    if cache.get("digest") != digest:
+        cache = {"digest": digest, "cases": {}}
+    found = {}
+    for aid in assignment_ids:
+        for name in attn_grader.checks_for(aid):
+            key = f"{aid}/{name}"
+            if key not in cache["cases"]:
+                cache["cases"][key] = sorted(attn_grader.trivial_cases(aid, name))
+            found[key] = cache["cases"][key]
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    cache_path.write_text(json.dumps(cache), encoding="utf-8")
+    out = work / "trivial-cases.json"
+    out.write_text(json.dumps(found), encoding="utf-8")
+    return out
 
 
 def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandboxed) -> None:
@@ -602,6 +636,8 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandbo
         try:
             slots = _start_slots(work, min(workers, len(jobs)), warm, sandboxed, log,
                                  int(limits.memory_bytes))
+            trivial = _trivial_cases(root, work, sorted({j.assignment for j in jobs}))
+            _slots_ready(slots, log)
             templates = _prepare_templates(root, work, sorted({j.assignment for j in jobs}),
                                            zygote)
         except BaseException:
@@ -616,6 +652,7 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandbo
         files = _guard_for(root, work, sandboxed)
         runner = _Runner(root, work, templates, limits, files, slots, sandboxed)
         runner.zygote = zygote
+        runner.trivial = trivial
         bar = tqdm(total=len(jobs), desc="grading", unit="submission", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         suspects: dict[tuple[str, str], _Job] = {}

@@ -38,9 +38,11 @@ from jupyter_core.utils import run_sync
 from attn_course.grading_job import CheckpointExecute
 from attn_grader import agent as wire
 from attn_grader import judge as judge_check
-from attn_grader import remote
+from attn_grader import known_trivial_cases, remote
 
 RECORD_ENV = "ATTN_GRADING_RECORD"
+#: A JSON file of the checks' trivial cases, computed by the grader once per run.
+TRIVIAL_ENV = "ATTN_GRADING_TRIVIAL"
 #: How long the kernel gets to answer after an interrupt before it is declared gone.
 _GRACE_S = 10.0
 
@@ -168,6 +170,11 @@ class JudgingExecute(CheckpointExecute):
         self._broken = ""
         self._judged: set[str] = set()
         self._seen_flags: set[str] = set()
+        try:
+            with open(os.environ[TRIVIAL_ENV], encoding="utf-8") as f:
+                known_trivial_cases({tuple(k.split("/", 1)): v for k, v in json.load(f).items()})
+        except (KeyError, OSError, ValueError):
+            pass  # computed on first use instead
 
     # ---- the record
 
