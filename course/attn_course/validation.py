@@ -40,6 +40,16 @@ def _must_score_zero(check, obj) -> str | None:
     return None if report.fraction == 0 else f"the blank stub earns credit:\n{report}"
 
 
+def _zeros_earn_nothing(check, reference) -> str | None:
+    from attn_grader.nulls import null_answer
+
+    report = check(null_answer(reference))
+    if report.fraction == 0:
+        return None
+    return ("an answer of zeros (the reference's outputs zeroed) earns credit: every case "
+            f"passes for zeros, so none needs real work; add one that checks values:\n{report}")
+
+
 def _must_reject(check, mistake) -> str | None:
     report = check(mistake.impl)
     if report.ok:
@@ -85,6 +95,9 @@ def validations(assignment: Assignment, root: Path) -> list[Validation]:
                                                                  "the notebook's worked solution")))
         out.append(Validation(f"{prefix}:released-stub",
                               lambda c=check, n=name: _must_score_zero(c, _namespace(release)[n])))
+        out.append(Validation(f"{prefix}:zeros-earn-nothing",
+                              lambda c=check, n=name: _zeros_earn_nothing(
+                                  c, getattr(reference, n))))
         catalogue = mistakes.get(name, [])
         out.append(Validation(f"{prefix}:catalogue-has-3",
                               lambda k=catalogue: None if len(k) >= 3 else
