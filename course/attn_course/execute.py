@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nbformat
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 
 
@@ -37,12 +38,16 @@ def execute_notebook(path: Path, out: Path | None = None, *, quick: bool = False
     demos as autograding does. Returns the executed notebook and the seconds it took."""
     nb = nbformat.read(str(path), as_version=4)
     with tempfile.TemporaryDirectory(prefix="attn-kernel-") as sockets:
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                km=local_kernel_manager(Path(sockets)),
+        km = local_kernel_manager(Path(sockets))
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", km=km,
                                 resources={"metadata": {"path": str(path.parent)}})
         start = time.perf_counter()
-        with _env(ATTN_COURSE_QUICK="1" if quick else None):
-            client.execute()
+        try:
+            with _env(ATTN_COURSE_QUICK="1" if quick else None):
+                client.execute()
+        finally:
+            if run_sync(km.is_alive)():  # nbclient stops only the kernels it made itself
+                run_sync(km.shutdown_kernel)(now=False)
         seconds = time.perf_counter() - start
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
