@@ -271,13 +271,16 @@ class Agent:
             self.objects[h], self.ids[id(obj)] = obj, h
         kind = type(obj)
         return {"h": h, "type": getattr(kind, "__qualname__", kind.__name__),
-                "callable": callable(obj), "module": isinstance(obj, torch.nn.Module)}
+                "tid": id(kind), "callable": callable(obj),
+                "module": isinstance(obj, torch.nn.Module)}
 
     def _resolve(self, node) -> object:
         if "ref" in node:
             h = node["ref"]
             if h not in self.objects:
                 raise WireError("the check refers to an object that no longer exists")
+            if "method" in node:
+                return getattr(self.objects[h], str(node["method"]))
             return self.objects[h]
         raise WireError(f"unexpected {next(iter(node))!r} in a request")
 
@@ -305,11 +308,7 @@ class Agent:
             return {"ok": False, "error": {"type": "KeyboardInterrupt",
                                            "message": "interrupted"}}, b""
         except BaseException as exc:  # noqa: BLE001 - anything the student's code raises
-            kind = type(exc).__name__
-            try:
-                message = str(exc)[:4000]
-            except Exception:  # a student's exception whose __str__ raises
-                message = "(the exception's message could not be read)"
+            kind, message = _describe(exc)
             tb = "".join(traceback.format_exception(exc)[-6:])[-4000:]
             return {"ok": False, "error": {"type": kind, "message": message, "tb": tb,
                                            "wire": isinstance(exc, WireError)}}, b""
@@ -331,7 +330,40 @@ class Agent:
         return {"value": enc(self._lent(data))}
 
     def op_getattr(self, header, dec, enc):
-        return {"value": enc(getattr(dec(header["target"]), str(header["name"])))}
+        import inspect
+        import types
+
+        obj, name = dec(header["target"]), str(header["name"])
+        value = getattr(obj, name)
+        if inspect.ismethod(value) and value.__self__ is obj and name not in getattr(
+                obj, "__dict__", {}) and isinstance(inspect.getattr_static(type(obj), name, None),
+                                                    types.FunctionType):
+            return {"method": True}  # a method of its class: the caller calls it by name
+        return {"value": enc(value)}
+
+    def op_build(self, header, dec, enc):
+        """``cls(*args)``, then ``load_state_dict(state, strict=False)`` and ``eval()``: what
+        a check does to build the student's module with reference weights, in one request.
+        A step that fails is named in the reply."""
+        cls, args, state = dec(header["target"]), dec(header["args"]), dec(header["state"])
+        step = "build"
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(header.get("seed", 0)))
+                start = torch.random.get_rng_state()
+                obj = cls(*args)
+                rng_used = not torch.equal(start, torch.random.get_rng_state())
+            step = "load"
+            if not hasattr(obj, "load_state_dict"):
+                return {"step": "module", "rng_used": rng_used}
+            result = obj.load_state_dict(state, strict=False)
+            unexpected = [str(k) for k in getattr(result, "unexpected_keys", [])]
+            step = "eval"
+            obj.eval()
+        except Exception as exc:  # the student's code raised: say at which step
+            kind, message = _describe(exc)
+            return {"step": step, "error": {"type": kind, "message": message}}
+        return {"value": enc(obj), "unexpected": unexpected, "rng_used": rng_used}
 
     def op_setattr(self, header, dec, enc):
         setattr(dec(header["target"]), str(header["name"]), dec(header["value"]))
@@ -437,6 +469,14 @@ class Agent:
                 alerts.append(f"tried to use the network ({event} {str(args[-1])[:100]})")
 
         sys.addaudithook(hook)
+
+
+def _describe(exc: BaseException) -> tuple[str, str]:
+    try:
+        message = str(exc)[:4000]
+    except Exception:  # a student's exception whose __str__ raises
+        message = "(the exception's message could not be read)"
+    return type(exc).__name__, message
 
 
 def _own_methods() -> dict[str, int]:

@@ -291,37 +291,56 @@ def build_like(cls, reference: torch.nn.Module, args: tuple, what: str) -> torch
 
     Nothing of the student's module is read before the weights are loaded (a lazily built
     layer, ``nn.LazyLinear``, has no shapes until then). Extra parameters are allowed;
-    missing or differently shaped ones fail with a message naming them."""
+    missing or differently shaped ones fail with a message naming them. Through a channel
+    the three steps are one request (:meth:`attn_grader.remote.Channel.build`)."""
+    from attn_grader import remote
+
     call = f"{what}({', '.join(repr(a) for a in args)})"
-    try:
-        student = cls(*args)
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise CheckFailed(f"{call} raised {type(exc).__name__}: {exc}") from None
-    expect(hasattr(student, "load_state_dict"),
-           f"{call} should build a torch.nn.Module (subclass nn.Module and call "
-           "super().__init__() first)")
     ours = reference.state_dict()
-    try:
-        result = student.load_state_dict(ours, strict=False)
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        text = str(exc)
+    if isinstance(cls, remote.RemoteObject):
+        outcome = cls._channel.build(cls, args, ours)
+    else:
+        outcome = _build_here(cls, args, ours)
+    step, error = outcome.get("step"), outcome.get("error") or {}
+    kind, text = str(error.get("type", "")), str(error.get("message", ""))
+    if kind == "NotImplementedError":
+        raise NotImplementedError(text)
+    if step == "build":
+        raise CheckFailed(f"{call} raised {kind}: {text}")
+    if step == "module":
+        raise CheckFailed(f"{call} should build a torch.nn.Module (subclass nn.Module and "
+                          "call super().__init__() first)")
+    if step == "load":
         sizes = [line.strip() for line in text.splitlines() if "size mismatch" in line]
         if sizes:
             raise CheckFailed(f"{call}: the reference weights do not fit: {sizes[0]} — check "
-                              "the sizes passed to the submodule") from None
+                              "the sizes passed to the submodule")
         raise CheckFailed(f"{call}: loading the reference weights by name failed: "
-                          f"{type(exc).__name__}: {text[:300]}") from None
-    unexpected = list(getattr(result, "unexpected_keys", result[1] if result else []))
+                          f"{kind}: {text[:300]}")
+    if step == "eval":
+        raise CheckFailed(f"{call}: .eval() raised {kind}: {text[:300]}")
+    unexpected = list(outcome.get("unexpected") or [])
     if unexpected:
         raise CheckFailed(
             f"{call} has no parameter(s) {unexpected}; the check loads reference weights by "
             "name, so name the submodules as the notebook says")
-    student.eval()
-    return student
+    return outcome["value"]
+
+
+def _build_here(cls, args: tuple, state: dict) -> dict:
+    """:func:`build_like`'s steps in this process (for a class handed over directly)."""
+    step = "build"
+    try:
+        student = cls(*args)
+        step = "load"
+        if not hasattr(student, "load_state_dict"):
+            return {"step": "module"}
+        result = student.load_state_dict(state, strict=False)
+        step = "eval"
+        student.eval()
+    except Exception as exc:
+        return {"step": step, "error": {"type": type(exc).__name__, "message": str(exc)}}
+    return {"value": student, "unexpected": list(result.unexpected_keys)}
 
 
 def lend(obj):

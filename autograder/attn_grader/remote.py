@@ -81,6 +81,7 @@ class Channel:
 
     def __init__(self):
         self.proxies: dict[int, RemoteObject] = {}
+        self.methods: set[tuple[int, str]] = set()  # (type id, name): a method of that class
         self.anchor = torch.zeros((), requires_grad=True)  # see _RemoteCall
         self.requests = 0
 
@@ -93,6 +94,8 @@ class Channel:
     # ---- encoding
 
     def _arg(self, obj):
+        if isinstance(obj, RemoteMethod):
+            return {"ref": self._arg(obj._target)["ref"], "method": obj._name}
         if isinstance(obj, RemoteObject):
             if obj._channel is not self:
                 raise wire.WireError("an object of another student's kernel")
@@ -107,9 +110,10 @@ class Channel:
             raise wire.WireError("a malformed reference in the reply")
         proxy = self.proxies.get(h)
         if proxy is None:
+            tid = node.get("tid")
             proxy = self.proxies[h] = RemoteObject(
                 self, h, str(node.get("type", "object"))[:200], bool(node.get("callable")),
-                bool(node.get("module")))
+                bool(node.get("module")), tid if type(tid) is int else None)
         return proxy
 
     def request(self, op: str, *, keep_rg: bool = True, **fields) -> dict:
@@ -146,7 +150,7 @@ class Channel:
         self.request("release")
         self.proxies.clear()
 
-    def call(self, target: RemoteObject, args: tuple, kwargs: dict):
+    def call(self, target: RemoteObject | RemoteMethod, args: tuple, kwargs: dict):
         seed = wire.rng_seed()
         if not torch.is_grad_enabled():
             reply = self.request("call", target=target, args=args, kwargs=kwargs, grad=False,
@@ -161,6 +165,28 @@ class Channel:
         if not call.outputs:
             return reply["value"]
         return _replace_tensors(reply["value"], list(outputs))
+
+
+    def getattr(self, target: RemoteObject, name: str):
+        key = (target._tid, name)
+        if target._tid is not None and key in self.methods:
+            return RemoteMethod(target, name)
+        reply = self.request("getattr", target=target, name=name)
+        if reply.get("method") is True:
+            if target._tid is not None:
+                self.methods.add(key)
+            return RemoteMethod(target, name)
+        return reply["value"]
+
+    def build(self, cls: RemoteObject, args: tuple, state: dict) -> dict:
+        """``cls(*args)``, ``load_state_dict(state, strict=False)``, ``eval()`` in the
+        student's process, in one request (see :meth:`attn_grader.agent.Agent.op_build`):
+        ``{"value": module, "unexpected": [...]}``, or ``{"step": ..., "error": ...}``
+        naming the step that failed."""
+        reply = self.request("build", target=cls, args=args, state=state, seed=wire.rng_seed())
+        if reply.get("rng_used") is True:
+            torch.rand(())
+        return reply
 
 
 #: Request fields sent as they are (plain JSON); every other field is encoded as a value.
@@ -203,15 +229,16 @@ class LoopbackChannel(Channel):
 class RemoteObject:
     """A student's object that lives in the student's process (see the module docstring)."""
 
-    __slots__ = ("_channel", "_handle", "_type", "_callable", "_module")
+    __slots__ = ("_channel", "_handle", "_type", "_callable", "_module", "_tid")
 
     def __init__(self, channel: Channel, handle: int, type_name: str, is_callable: bool,
-                 is_module: bool):
+                 is_module: bool, tid: int | None = None):
         object.__setattr__(self, "_channel", channel)
         object.__setattr__(self, "_handle", handle)
         object.__setattr__(self, "_type", type_name)
         object.__setattr__(self, "_callable", is_callable)
         object.__setattr__(self, "_module", is_module)
+        object.__setattr__(self, "_tid", tid)
 
     def __call__(self, *args, **kwargs):
         if not self._callable:
@@ -221,7 +248,7 @@ class RemoteObject:
     def __getattr__(self, name: str):
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        return self._channel.request("getattr", target=self, name=name)["value"]
+        return self._channel.getattr(self, name)
 
     def __setattr__(self, name: str, value) -> None:
         self._channel.request("setattr", target=self, name=name, value=value)
@@ -244,6 +271,22 @@ class RemoteObject:
 
     def __deepcopy__(self, memo):
         raise TypeError("a student's object cannot be copied by the grading side")
+
+
+class RemoteMethod:
+    """A method of a student's object, called by name in the student's process (one request
+    where fetching a bound method and calling it would take two)."""
+
+    __slots__ = ("_target", "_name")
+
+    def __init__(self, target: RemoteObject, name: str):
+        self._target, self._name = target, name
+
+    def __call__(self, *args, **kwargs):
+        return self._target._channel.call(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<method {self._name} of the student's {self._target._type}>"
 
 
 # --------------------------------------------------------------------------- autograd
