@@ -133,7 +133,7 @@ def test_skip_tags_are_removed_from_nbgrader_cells_only():
 
 
 def test_points_come_from_the_graders_record_and_a_test_never_judged_earns_nothing(tmp_path):
-    from attn_course import judge, verdict
+    from attn_course import verdict
 
     record = tmp_path / "record.jsonl"
     record.write_text('{"cell": "test_0", "points": 2.0, "max": 2}\n'
@@ -141,7 +141,7 @@ def test_points_come_from_the_graders_record_and_a_test_never_judged_earns_nothi
                       '{"cell": "test_1", "points": 2.0, "max": 2}\n'  # a second copy: ignored
                       '{"flag": "cell 3: replaced or added torch.allclose"}\n'
                       'not json\n')
-    scores, flags = judge.read_record(record)
+    scores, flags = verdict.read_record(record)
     assert scores == {"test_0": 2.0, "test_1": 0.5}
     assert flags == ["cell 3: replaced or added torch.allclose"]
     points = {"test_0": 2.0, "test_1": 2.0, "test_2": 2.0}

@@ -25,15 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from attn_course import (
-    book,
-    grading,
-    nbgrader_runner,
-    report,
-    sample_class,
-    sandbox,
-    validation,
-)
+from attn_course import grading, nbgrader_runner, report, sample_class, sandbox
 from attn_course.execute import execute_notebook
 from attn_course.manifest import Assignment, assignment, assignments, course_root
 
@@ -55,6 +47,8 @@ def cmd_release(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from attn_course import validation  # (the checks: torch)
+
     root = course_root()
     failed = 0
     for a in _selected(args.ids):
@@ -139,6 +133,8 @@ def cmd_feedback(args) -> int:
 
 
 def cmd_book(args) -> int:
+    from attn_course import book
+
     index = book.build_book(course_root(), _selected(args.ids), quick=args.quick, log=_say)
     _say(f"worked solutions site -> {index}")
     return 0
@@ -179,6 +175,8 @@ def cmd_sample(args) -> int:
         nbgrader_runner.generate_feedback(course, a.id)
     report.write_csv(course / "grades.csv", results)
     _say("== 5/5 the worked solutions as a site")
+    from attn_course import book
+
     site = book.build_book(root, selected, quick=args.quick, log=_say)
     _say("\nGrades of the sample class (points earned / points possible):\n")
     _say(report.format_table(rows))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -49,7 +50,6 @@ from nbgrader.api import Gradebook, MissingEntry
 from attn_course import (
     grading_job,
     integrity,
-    judge,
     nbgrader_runner,
     notebooks,
     report,
@@ -58,7 +58,6 @@ from attn_course import (
     warm_kernels,
 )
 from attn_course.grading_job import CHECKPOINT_ENV, JOB_ENV
-from attn_grader import agent
 
 MANIFEST = Path("autograded") / ".attn-grading.json"
 #: Where a file changed during grading is kept before the original is put back (outside
@@ -241,8 +240,8 @@ class _Runner:
         self.slots: queue.Queue[_Slot] = queue.Queue()
         for slot in slots:
             self.slots.put(slot)
-        self.agent_startup = _AGENT_STARTUP.format(source=Path(agent.__file__).read_text(
-            encoding="utf-8"))
+        agent = importlib.util.find_spec("attn_grader.agent").origin  # (without importing torch)
+        self.agent_startup = _AGENT_STARTUP.format(source=Path(agent).read_text(encoding="utf-8"))
         shown = [str(p) for p in sandbox.Sandbox(work).shown()]
         shown += [str(slot.folder) for slot in slots] + [str(work / "kit")]
         self.watch = {"hidden": sorted({str(root), str(Path.home()), str(work)}),
@@ -351,7 +350,7 @@ class _Runner:
         token = f"{os.getpid()}-{job.assignment}-{job.student}"
         env = nbgrader_runner._env()
         env.update({CHECKPOINT_ENV: str(checkpoint), JOB_ENV: token,
-                    judge.RECORD_ENV: str(record), judge.TRIVIAL_ENV: str(self.trivial),
+                    verdict.RECORD_ENV: str(record), verdict.TRIVIAL_ENV: str(self.trivial),
                     "JUPYTER_RUNTIME_DIR": str(slot.folder / "runtime"),
                     "JUPYTER_PATH": os.pathsep.join(filter(None, [
                         slot.kernels.jupyter_path, env.get("JUPYTER_PATH")]))})
@@ -379,7 +378,7 @@ class _Runner:
                 with self.lock:
                     self.live.discard(proc.pid)
         self.spans[job][1] = time.monotonic()
-        scores, judged_flags = judge.read_record(record)
+        scores, judged_flags = verdict.read_record(record)
         result = self._collect(job, course, expected, proc.returncode, timed_out,
                                _tail(log_path), scores)
         result.flags = flags + judged_flags
@@ -602,9 +601,8 @@ def _trivial_cases(root: Path, work: Path, assignment_ids: list[str]) -> Path:
     """The cases each check gives credit for only beside real work (attn_grader.nulls), for
     the jobs to read: computed here, once per version of the grading package (cached in the
     course), never in the zygote (running torch there before it forks would not be safe)."""
-    import attn_grader
-
-    digest = integrity.tree_digest(Path(attn_grader.__file__).parent)
+    package = Path(importlib.util.find_spec("attn_grader").origin).parent
+    digest = integrity.tree_digest(package)
     cache_path = root / TRIVIAL_CACHE
     try:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
@@ -614,11 +612,15 @@ def _trivial_cases(root: Path, work: Path, assignment_ids: list[str]) -> Path:
         cache = {"digest": digest, "cases": {}}
     found = {}
     for aid in assignment_ids:
-        for name in attn_grader.checks_for(aid):
-            key = f"{aid}/{name}"
-            if key not in cache["cases"]:
-                cache["cases"][key] = sorted(attn_grader.trivial_cases(aid, name))
-            found[key] = cache["cases"][key]
+        names = cache.setdefault("names", {}).get(aid)
+        if names is None or any(f"{aid}/{n}" not in cache["cases"] for n in names):
+            import attn_grader  # (torch: only when the cache does not have them)
+
+            names = cache["names"][aid] = list(attn_grader.checks_for(aid))
+            for name in names:
+                cache["cases"][f"{aid}/{name}"] = sorted(attn_grader.trivial_cases(aid, name))
+        for name in names:
+            found[f"{aid}/{name}"] = cache["cases"][f"{aid}/{name}"]
     cache_path.parent.mkdir(parents=True, exist_ok=True)
     cache_path.write_text(json.dumps(cache), encoding="utf-8")
     out = work / "trivial-cases.json"

@@ -36,13 +36,11 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_core.utils import run_sync
 
 from attn_course.grading_job import CheckpointExecute
+from attn_course.verdict import RECORD_ENV, TRIVIAL_ENV
 from attn_grader import agent as wire
 from attn_grader import judge as judge_check
 from attn_grader import known_trivial_cases, remote
 
-RECORD_ENV = "ATTN_GRADING_RECORD"
-#: A JSON file of the checks' trivial cases, computed by the grader once per run.
-TRIVIAL_ENV = "ATTN_GRADING_TRIVIAL"
 #: How long the kernel gets to answer after an interrupt before it is declared gone.
 _GRACE_S = 10.0
 
@@ -302,24 +300,3 @@ class JudgingExecute(CheckpointExecute):
             except Exception:
                 pass
             self._channel = None
-
-
-def read_record(path) -> tuple[dict[str, float], list[str]]:
-    """(points per test cell, flags) from a job's record; a line that cannot be read is
-    skipped (the record is written by the grading process only, line by line)."""
-    scores: dict[str, float] = {}
-    flags: list[str] = []
-    try:
-        lines = open(path, encoding="utf-8").read().splitlines()
-    except OSError:
-        return scores, flags
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if "cell" in entry and entry["cell"] not in scores:
-            scores[str(entry["cell"])] = float(entry.get("points", 0.0))
-        elif "flag" in entry:
-            flags.append(str(entry["flag"]))
-    return scores, flags

@@ -18,6 +18,10 @@ from pathlib import Path
 import nbformat
 
 GiB = 1 << 30
+#: Where a job's judging executor appends what it judged (``attn_course.judge``).
+RECORD_ENV = "ATTN_GRADING_RECORD"
+#: A JSON file of the checks' trivial cases, computed by the grader once per run.
+TRIVIAL_ENV = "ATTN_GRADING_TRIVIAL"
 
 
 @dataclass
@@ -142,3 +146,24 @@ def nbgrader_problem(log: str) -> str:
             if text and "Traceback" not in text:
                 return text[:300]
     return ""
+
+
+def read_record(path) -> tuple[dict[str, float], list[str]]:
+    """(points per test cell, flags) from a job's record; a line that cannot be read is
+    skipped (the record is written by the grading process only, line by line)."""
+    scores: dict[str, float] = {}
+    flags: list[str] = []
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError:
+        return scores, flags
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if "cell" in entry and entry["cell"] not in scores:
+            scores[str(entry["cell"])] = float(entry.get("points", 0.0))
+        elif "flag" in entry:
+            flags.append(str(entry["flag"]))
+    return scores, flags
