@@ -136,7 +136,7 @@ def general_bmm(q, k, W):
 
 
 def additive_concat(q, k, W_q, W_k, v):
-    B, Tq, Tk = q.shape[0], q.shape[1], k.shape[1]
+    Tq, Tk = q.shape[1], k.shape[1]
     pairs = torch.cat([q.unsqueeze(2).expand(-1, -1, Tk, -1),
                        k.unsqueeze(1).expand(-1, Tq, -1, -1)], dim=-1)
     return torch.tanh(pairs @ torch.cat([W_q, W_k])) @ v
