@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from attn_utils.plotting import (
     heatmap,
+    shared_colorbar,
     show,  # noqa: F401 - re-exported for the notebook
 )
 from attn_utils.runtime import PAD, is_autograding
@@ -53,6 +54,28 @@ def mirror_batch(
     mirrored = (lengths[:, None] - 1 - positions[None, :]).clamp(min=0)
     targets = tokens.gather(1, mirrored).masked_fill(~real, PAD)
     return tokens, targets, lengths
+
+
+def neighbours_batch(
+    batch_size: int,
+    min_len: int = 4,
+    max_len: int = 12,
+    n_symbols: int = 10,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random sequences for the "neighbours" task: at every real position ``i`` name both the
+    token on the left (``i - 1``) and the token on the right (``i + 1``) — two different
+    lookups per position. Sequences as in :func:`mirror_batch`.
+
+    Returns ``tokens``, ``left``, ``right`` (each ``(B, max_len)``; PAD where there is no
+    such neighbour or no real token) and ``lengths (B,)``, all int64."""
+    tokens, _, lengths = mirror_batch(batch_size, min_len, max_len, n_symbols, generator)
+    left = torch.full_like(tokens, PAD)
+    right = torch.full_like(tokens, PAD)
+    left[:, 1:] = tokens[:, :-1]
+    right[:, :-1] = tokens[:, 1:]
+    real = tokens != PAD
+    return tokens, left.masked_fill(~real, PAD), right.masked_fill(~real, PAD), lengths
 
 
 def token_names(tokens: Sequence[int]) -> list[str]:
@@ -141,23 +164,40 @@ def plot_attention_grid(
     query_labels: Sequence[str] | None = None,
     title: str = "",
     cell: float = 2.3,
+    real_queries: Sequence[bool] | torch.Tensor | None = None,
+    colorbar: bool = True,
+    marks: dict[str, float] | None = None,
 ):
-    """One heatmap per layer (rows) and head (columns) for a single example.
+    """One heatmap per layer (rows) and head (columns) for a single example, all on one
+    colour scale (0 to 1) with one colour bar.
 
     ``attentions[l]`` is ``(H, T, T)`` (the example's slice of layer ``l``'s weights).
+    ``real_queries`` (T booleans): rows where it is False (padding queries, whose output no
+    loss reads) are greyed out instead of drawn. ``marks`` are values to mark on the colour
+    bar, e.g. ``{"uniform 1/L": 1 / L}``.
     """
     n_layers, n_heads = len(attentions), attentions[0].shape[0]
-    fig, axes = plt.subplots(n_layers, n_heads, figsize=(cell * n_heads + 0.6, cell * n_layers),
+    fig, axes = plt.subplots(n_layers, n_heads,
+                             figsize=(cell * n_heads + (1.4 if colorbar else 0.6), cell * n_layers),
                              squeeze=False, constrained_layout=True)
+    keep = None if real_queries is None else torch.as_tensor(real_queries, dtype=torch.bool)
+    image = None
     for layer, weights in enumerate(attentions):
         for head in range(n_heads):
             ax = axes[layer, head]
-            heatmap(weights[head], ax=ax, xlabels=labels, ylabels=query_labels or labels,
-                    xlabel="key" if layer == n_layers - 1 else "",
-                    ylabel=f"layer {layer + 1}\nquery" if head == 0 else "",
-                    title=f"layer {layer + 1}, head {head + 1}", colorbar=False, vmax=1.0)
+            w = torch.as_tensor(weights[head]).detach().float().cpu()
+            if keep is not None:
+                w = w.masked_fill(~keep[:, None], float("nan"))
+            image = heatmap(w, ax=ax, xlabels=labels, ylabels=query_labels or labels,
+                            xlabel="key" if layer == n_layers - 1 else "",
+                            ylabel=f"layer {layer + 1}\nquery" if head == 0 else "",
+                            title=f"layer {layer + 1}, head {head + 1}", colorbar=False,
+                            vmin=0.0, vmax=1.0, bad_color="lightgray")
             ax.tick_params(labelsize=7)
             ax.tick_params(axis="x", rotation=0)
+    if colorbar and image is not None:
+        shared_colorbar(image, axes, label="attention weight"
+                        + (" (grey: padding query)" if keep is not None else ""), marks=marks)
     if title:
         fig.suptitle(title)
     return fig
