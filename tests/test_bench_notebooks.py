@@ -109,3 +109,70 @@ def test_outcomes_markdown_labels_missing_and_computed_columns():
 def test_probes_compile():
     for aid, code in outcomes.PROBES.items():
         compile(code, aid, "exec")
+
+
+def test_smoke_run_checks_the_claims_of_the_prose_without_asserting_them(smoke):
+    data, md, lines, _ = smoke
+    part = data["parts"]["outcomes"]
+    keys = [c.key for c in outcomes.CLAIMS[nbbench.SMOKE_ID]]
+    assert [c["key"] for c in part["claims"]] == keys and keys
+    for c in part["claims"]:
+        assert c["id"] == nbbench.SMOKE_ID and isinstance(c["holds"], bool) and c["measured"]
+        # every claim reads numbers the probe printed (a shrunk run may not support it)
+        assert "could not be checked" not in c["measured"], c
+    assert part["claims_hold"] is None and outcomes.failed_claims(part) == []
+    assert "### Claims the notebooks' prose makes, checked" in md and "not asserted" in md
+    assert any(line.startswith(f"  claim {nbbench.SMOKE_ID}/") for line in lines), lines
+
+
+def test_claims_are_registered_by_notebook_and_checked_on_its_numbers(monkeypatch):
+    monkeypatch.setattr(outcomes, "CLAIMS", {})
+
+    @outcomes.claim("99_example", "big", "x is at least 2")
+    def _big(n):
+        return n["x"] >= 2, f"x = {n['x']}"
+
+    @outcomes.claim("99_example", "named", "y is there")
+    def _named(n):
+        return True, str(n["y"])
+
+    with pytest.raises(ValueError, match="twice"):
+        outcomes.claim("99_example", "big", "again")(_big)
+    checked = outcomes.check_claims("99_example", {"x": 1})
+    assert [(c["key"], c["holds"]) for c in checked] == [("big", False), ("named", False)]
+    assert checked[0]["measured"] == "x = 1" and checked[0]["claim"] == "x is at least 2"
+    assert "could not be checked: KeyError" in checked[1]["measured"]
+    assert all(not c["holds"] and c["measured"] == "no numbers from the notebook"
+               for c in outcomes.check_claims("99_example", None))
+    assert outcomes.check_claims("98_no_claims", {"x": 5}) == []
+
+
+def test_full_run_asserts_claims_and_the_markdown_says_which_fail():
+    claims = [{"id": "02_seq2seq_bottleneck", "key": "a", "claim": "A holds.", "holds": True,
+               "measured": "1.00"},
+              {"id": "04_luong_attention", "key": "b", "claim": "B holds.", "holds": False,
+               "measured": "0.10"}]
+    data = {"mode": "full", "sources": {}, "series": {}, "claims": claims,
+            "claims_hold": False}
+    assert outcomes.failed_claims(data) == [claims[1]]
+    assert outcomes.failed_claims({**data, "mode": "quick"}) == []
+    md = outcomes.markdown(data)
+    assert "**1 of 2 hold.**" in md
+    assert "| `04_luong_attention` | B holds. | 0.10 | **no** |" in md
+    assert "| `02_seq2seq_bottleneck` | A holds. | 1.00 | yes |" in md
+
+
+def test_every_notebook_with_claims_has_a_probe_that_prints_numbers():
+    assert {"02_seq2seq_bottleneck", "04_luong_attention"} <= set(outcomes.CLAIMS)
+    for aid, claims in outcomes.CLAIMS.items():
+        assert aid in outcomes.PROBES and '"numbers"' in outcomes.PROBES[aid], aid
+        assert len({c.key for c in claims}) == len(claims)
+        assert all(c.aid == aid and c.text for c in claims)
+
+
+def test_series_with_seeds_show_the_spread():
+    data = {"mode": "full", "sources": {}, "series": {
+        "luong_04": {"acc": {"12": 0.9}, "n": {"12": 80},
+                     "runs": [{"12": 0.85}, {"12": 0.9}, {"12": 0.95}]}}}
+    md = outcomes.markdown(data)
+    assert "| 12 | 0.90 (0.85–0.95) |" in md and "lowest and highest seed" in md
