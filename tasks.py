@@ -40,9 +40,10 @@ def ensure_venv() -> None:
         return
     print("Installing the course and its dependencies into .venv (first run: a few minutes) ...",
           flush=True)
-    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
+    # -qq: only errors (a machine's own pip configuration can add warnings nobody here can act on)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "-qq", "--upgrade", "pip"],
                    check=True)
-    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", ".[dev]"],
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "-qq", "-e", ".[dev]"],
                    cwd=ROOT, check=True)
     STAMP.write_text(_fingerprint())
 

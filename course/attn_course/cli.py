@@ -106,10 +106,33 @@ def _grade(course: Path, selected: list[Assignment], args) -> list[grading.Resul
     return results
 
 
+def _watch(root: Path, args) -> int:
+    limits = grading.Limits(wall_s=args.wall_time, memory_bytes=int(args.memory_gib * grading.GiB))
+
+    def show(r: grading.Result) -> None:
+        _say(f"{time.strftime('%H:%M:%S')} graded {r.student}/{r.assignment}: "
+             f"{r.score:g}/{r.max_score:g} ({r.status}"
+             + (f": {r.reason}" if r.reason else "") + ")"
+             + ("; FLAG for review: " + "; ".join(r.flags) if r.flags else ""))
+
+    try:
+        grading.watch(root, [a.id for a in _selected(args.ids)], workers=args.workers,
+                      limits=limits, interval=args.interval, log=_say,
+                      sandboxed=not args.no_sandbox, on_result=show)
+    except sandbox.SandboxUnavailable as exc:
+        raise SystemExit(f"attn-course grade: no sandbox for student code: {exc}") from None
+    except KeyboardInterrupt:
+        _say(f"\nstopped watching; every grade so far is in {root / 'gradebook.db'}")
+        return 0
+    return 0
+
+
 def cmd_grade(args) -> int:
     root = course_root()
     if not args.ids and not args.all:
         raise SystemExit("attn-course grade: name assignments, or --all for every one")
+    if args.watch:
+        return _watch(root, args)
     try:
         results = _grade(root, _selected(args.ids), args)
     except sandbox.SandboxUnavailable as exc:
@@ -259,6 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="memory cap of one submission, GiB (default: %(default)g)")
     grade.add_argument("--force", action="store_true",
                        help="regrade everything, not only what is new or changed")
+    grade.add_argument("--watch", action="store_true",
+                       help="keep running: grade each new or changed submission as it lands "
+                            "in submitted/ (after nbgrader collect --update, say); Ctrl-C stops")
+    grade.add_argument("--interval", type=float, default=5.0,
+                       help="with --watch, seconds between looks at submitted/ "
+                            "(default: %(default)g)")
     grade.add_argument("--no-sandbox", action="store_true",
                        help="run student code without the bubblewrap sandbox, with your "
                             "permissions and network (scores are still computed outside it)")

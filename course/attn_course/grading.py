@@ -140,32 +140,56 @@ def submission_digest(folder: Path, source: Path) -> str:
     return h.hexdigest()
 
 
+#: Templates kept between runs (a regrade of one student need not make them again).
+TEMPLATE_CACHE = Path("autograded") / ".attn-templates"
+
+
+def _template_digest(root: Path, assignment_id: str) -> str:
+    import nbgrader
+
+    h = hashlib.sha256(f"{nbgrader.__version__}\0".encode())
+    h.update((root / "nbgrader_config.py").read_bytes())
+    h.update(submission_digest(root / "source" / assignment_id, root / "source" /
+                               assignment_id).encode())
+    return h.hexdigest()
+
+
 def _prepare_templates(root: Path, work: Path, assignment_ids: list[str],
                        zygote: grading_job.Zygote) -> dict[str, Path]:
     """A scratch course with a clean gradebook for each assignment (cells, points), made by
-    ``nbgrader generate_assignment`` forked from the zygote, all at once.
+    ``nbgrader generate_assignment`` forked from the zygote, all at once; kept in
+    ``autograded/.attn-templates/`` and reused while the source and the config are the same.
 
     Each starts from a copy of one empty gradebook: nbgrader creating a gradebook runs
     ``alembic heads`` in a subprocess (about 3 s), once here instead of once per assignment."""
-    empty = work / "empty-gradebook.db"
-    with Gradebook(f"sqlite:///{empty}"):
-        pass
-    env = nbgrader_runner._env()
-    courses, runs = {}, {}
+    courses, runs, digests = {}, {}, {}
     for aid in assignment_ids:
         course = courses[aid] = work / "template" / aid
+        cache = root / TEMPLATE_CACHE / aid
+        digests[aid] = _template_digest(root, aid)
+        if (cache / "digest").is_file() and (cache / "digest").read_text() == digests[aid]:
+            shutil.copytree(cache / "course", course)
+            continue
+        if not runs and not (work / "empty-gradebook.db").exists():
+            with Gradebook(f"sqlite:///{work / 'empty-gradebook.db'}"):
+                pass
         course.mkdir(parents=True)
         shutil.copy2(root / "nbgrader_config.py", course / "nbgrader_config.py")
         shutil.copytree(root / "source" / aid, course / "source" / aid,
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-        shutil.copy2(empty, course / "gradebook.db")
-        runs[aid] = zygote.start(["generate_assignment", aid, "--force"], course, env,
-                                 course / "generate.log", resource.RLIM_INFINITY)
+        shutil.copy2(work / "empty-gradebook.db", course / "gradebook.db")
+        runs[aid] = zygote.start(["generate_assignment", aid, "--force"], course,
+                                 nbgrader_runner._env(), course / "generate.log",
+                                 resource.RLIM_INFINITY)
     for aid, run in runs.items():
         if run.wait() != 0:
             raise nbgrader_runner.NbgraderError(
                 f"`nbgrader generate_assignment {aid}` failed in {courses[aid]} (exit "
                 f"{run.returncode}):\n{_tail(courses[aid] / 'generate.log', 3000)}")
+        cache = root / TEMPLATE_CACHE / aid
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.copytree(courses[aid], cache / "course")
+        (cache / "digest").write_text(digests[aid])
     return courses
 
 
@@ -240,8 +264,9 @@ class _Runner:
         self.slots: queue.Queue[_Slot] = queue.Queue()
         for slot in slots:
             self.slots.put(slot)
-        agent = importlib.util.find_spec("attn_grader.agent").origin  # (without importing torch)
-        self.agent_startup = _AGENT_STARTUP.format(source=Path(agent).read_text(encoding="utf-8"))
+        # (find_spec of a submodule would import the package, and torch with it)
+        agent = Path(importlib.util.find_spec("attn_grader").origin).parent / "agent.py"
+        self.agent_startup = _AGENT_STARTUP.format(source=agent.read_text(encoding="utf-8"))
         shown = [str(p) for p in sandbox.Sandbox(work).shown()]
         shown += [str(slot.folder) for slot in slots] + [str(work / "kit")]
         self.watch = {"hidden": sorted({str(root), str(Path.home()), str(work)}),
@@ -525,7 +550,10 @@ def grade(root: Path, assignment_ids: list[str], workers: int | None = None,
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
         try:
-            _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandboxed)
+            ids = sorted({j.assignment for j in jobs})
+            with Session(root, ids, workers=min(workers, len(jobs)), limits=limits, warm=warm,
+                         sandboxed=sandboxed, log=log, preload=len(jobs) > 2) as session:
+                session.grade(jobs, manifest, progress)
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
@@ -587,11 +615,17 @@ def _start_slots(work: Path, count: int, warm: bool, sandboxed: bool, log,
 
 
 def _slots_ready(slots: list[_Slot], log) -> None:
-    for slot in slots:
-        slot.kernels.wait_ready()
-    reasons = {s.kernels.cold_reason for s in slots if s.kernels.cold_reason}
-    if reasons:
-        log("kernels will start cold (each imports torch again): " + "; ".join(reasons))
+    """Note, in the background, when each server has imported what it preloads. Jobs need
+    not wait: their kernels' requests queue on the server's socket until it accepts them."""
+
+    def watch():
+        for slot in slots:
+            slot.kernels.wait_ready()
+        reasons = {s.kernels.cold_reason for s in slots if s.kernels.cold_reason}
+        if reasons:
+            log("kernels will start cold (each imports torch again): " + "; ".join(reasons))
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 TRIVIAL_CACHE = Path("autograded") / ".attn-trivial-cases.json"
@@ -628,52 +662,88 @@ def _trivial_cases(root: Path, work: Path, assignment_ids: list[str]) -> Path:
     return out
 
 
-def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandboxed) -> None:
-    from tqdm.auto import tqdm
+class Session:
+    """What a grading run keeps between submissions: a scratch folder, the zygote, one
+    sandboxed slot per worker, the assignments' templates. ``with Session(...) as s:
+    s.grade(jobs, manifest)`` grades a batch; a watching run grades batch after batch in one
+    session (:func:`watch`)."""
 
-    with tempfile.TemporaryDirectory(prefix="attn-") as tmp:
-        work = Path(tmp)
-        zygote = grading_job.Zygote(nbgrader_runner._env())
-        slots: list[_Slot] = []
+    def __init__(self, root: Path, assignment_ids: list[str], *, workers: int, limits: Limits,
+                 warm: bool, sandboxed: bool, log: Callable[[str], None], preload: bool):
+        self.root, self.ids, self.workers, self.limits = root, assignment_ids, workers, limits
+        self.warm, self.sandboxed, self.log, self.preload = warm, sandboxed, log, preload
+
+    def __enter__(self) -> Session:
+        self._tmp = tempfile.TemporaryDirectory(prefix="attn-")
+        work = self.work = Path(self._tmp.name)
+        # with few jobs, each imports the checks beside its kernel instead of the zygote
+        self.zygote = grading_job.Zygote(nbgrader_runner._env(), preload=self.preload)
+        self.slots: list[_Slot] = []
         try:
-            slots = _start_slots(work, min(workers, len(jobs)), warm, sandboxed, log,
-                                 int(limits.memory_bytes))
-            trivial = _trivial_cases(root, work, sorted({j.assignment for j in jobs}))
-            _slots_ready(slots, log)
-            templates = _prepare_templates(root, work, sorted({j.assignment for j in jobs}),
-                                           zygote)
+            self.slots = _start_slots(work, self.workers, self.warm, self.sandboxed, self.log,
+                                      int(self.limits.memory_bytes))
+            trivial = _trivial_cases(self.root, work, self.ids)
+            _slots_ready(self.slots, self.log)
+            templates = _prepare_templates(self.root, work, self.ids, self.zygote)
+            self.expected = {aid: _expected_cells(t, aid) for aid, t in templates.items()}
+            for aid, template in templates.items():
+                if not _registered_alike(self.root, template, aid):
+                    _register_in_course(self.root, work, aid)
+            self.files = _guard_for(self.root, work, self.sandboxed)
         except BaseException:
-            zygote.close()
-            for slot in slots:
-                slot.kernels.close()
+            self._close()
             raise
-        expected = {aid: _expected_cells(t, aid) for aid, t in templates.items()}
-        for aid, template in templates.items():
-            if not _registered_alike(root, template, aid):
-                _register_in_course(root, work, aid)
-        files = _guard_for(root, work, sandboxed)
-        runner = _Runner(root, work, templates, limits, files, slots, sandboxed)
-        runner.zygote = zygote
-        runner.trivial = trivial
+        self.runner = _Runner(self.root, work, templates, self.limits, self.files, self.slots,
+                              self.sandboxed)
+        self.runner.zygote = self.zygote
+        self.runner.trivial = trivial
+        # Without a CPU share and a process cap per slot, one submission's fork bomb could
+        # starve another's cells past their time limit: those are graded again, alone.
+        self.isolated = all({"pids", "cpu"} <= set(s.kernels.cgroups.controllers)
+                            for s in self.slots)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is not None and hasattr(self, "runner"):
+            self.runner.kill_all()
+        self._close()
+
+    def _close(self) -> None:
+        self.zygote.close()
+        for slot in self.slots:
+            slot.kernels.close()
+        if hasattr(self, "files"):
+            self.files.clean_bytecode()
+        self._tmp.cleanup()
+
+    def _accept(self, job: _Job, result: Result, course: Path, manifest: dict) -> None:
+        root = self.root
+        _merge(root, result, course, self.expected[job.assignment])
+        manifest[f"{job.assignment}/{job.student}"] = asdict(result)
+        _save_manifest(root, manifest)
+        for written in (root / "autograded" / job.student / job.assignment,
+                        root / "gradebook.db", root / MANIFEST):
+            self.files.refresh(written)
+        shutil.rmtree(course, ignore_errors=True)
+
+    def grade(self, jobs: list[_Job], manifest: dict, progress: bool = True,
+              on_result: Callable[[Result], None] | None = None) -> None:
+        """Grade ``jobs`` (of this session's assignments), merging each result into the
+        course as it arrives."""
+        from tqdm.auto import tqdm
+
+        root, runner, files, expected = self.root, self.runner, self.files, self.expected
         bar = tqdm(total=len(jobs), desc="grading", unit="submission", disable=not progress,
                    file=sys.stderr, dynamic_ncols=True)
         suspects: dict[tuple[str, str], _Job] = {}
         checked = time.monotonic()
-        # Without a CPU share and a process cap per slot, one submission's fork bomb could
-        # starve another's cells past their time limit: those are graded again, alone.
-        isolated = all({"pids", "cpu"} <= set(s.kernels.cgroups.controllers) for s in slots)
 
-        def accept(job: _Job, result: Result, course: Path) -> None:
-            _merge(root, result, course, expected[job.assignment])
-            key = f"{job.assignment}/{job.student}"
-            manifest[key] = asdict(result)
-            _save_manifest(root, manifest)
-            for written in (root / "autograded" / job.student / job.assignment,
-                            root / "gradebook.db", root / MANIFEST):
-                files.refresh(written)
-            shutil.rmtree(course, ignore_errors=True)
+        def done(job: _Job, result: Result, course: Path) -> None:
+            self._accept(job, result, course, manifest)
+            if on_result:
+                on_result(result)
 
-        pool = cf.ThreadPoolExecutor(max_workers=workers)
+        pool = cf.ThreadPoolExecutor(max_workers=self.workers)
         try:
             futures = {pool.submit(runner.run, j, expected[j.assignment]): j for j in jobs}
             for fut in cf.as_completed(futures):
@@ -681,7 +751,8 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandbo
                 try:
                     result, course = fut.result()
                 except Exception as exc:  # a bug of ours must not stop the class
-                    result, course = _failed(job, expected[job.assignment], exc), work / "none"
+                    result, course = _failed(job, expected[job.assignment], exc), \
+                        self.work / "none"
                 changes = files.changes()
                 if changes:
                     # Someone running since the last check changed a file every grade
@@ -695,8 +766,8 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandbo
                               + ", ".join(str(c) for c in changes[:5])
                               + f"; {len(suspects)} submissions will be regraded one at a time")
                 checked = time.monotonic()
-                accept(job, result, course)
-                if result.status == "limit" and not isolated and len(slots) > 1:
+                done(job, result, course)
+                if result.status == "limit" and not self.isolated and len(self.slots) > 1:
                     suspects.setdefault((job.assignment, job.student), job)
                 if result.status != "ok" or result.flags:
                     bar.write(f"{job.student}/{job.assignment}: {result.status}: "
@@ -706,14 +777,15 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandbo
                 try:
                     result, course = runner.run(job, expected[job.assignment])
                 except Exception as exc:
-                    result, course = _failed(job, expected[job.assignment], exc), work / "none"
+                    result, course = _failed(job, expected[job.assignment], exc), \
+                        self.work / "none"
                 changes = files.changes()
                 if changes:
                     files.restore(changes, aside=root / SET_ASIDE)
                     shown = ", ".join(str(c) for c in changes[:5])
                     result.flags.append(f"changed files outside its submission (restored): "
                                         f"{shown}" + (" ..." if len(changes) > 5 else ""))
-                accept(job, result, course)
+                done(job, result, course)
                 bar.write(f"regraded alone: {job.student}/{job.assignment}: {result.score:g}"
                           + ("; FLAGGED: " + "; ".join(result.flags) if result.flags else ""))
         except BaseException:
@@ -722,8 +794,37 @@ def _run_jobs(root, jobs, workers, limits, manifest, progress, log, warm, sandbo
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            runner.zygote.close()
-            for slot in slots:
-                slot.kernels.close()
-            files.clean_bytecode()
             bar.close()
+
+
+def watch(root: Path, assignment_ids: list[str], workers: int | None = None,
+          limits: Limits = Limits(), interval: float = 5.0, log: Callable[[str], None] = print,
+          sandboxed: bool = True, on_result: Callable[[Result], None] | None = None,
+          stop: threading.Event | None = None) -> None:
+    """Grade each new or changed submission of these assignments as it lands in
+    ``submitted/`` (for example after ``nbgrader collect --update``), until ``stop`` is set
+    or Ctrl-C: one session, so each costs only its own job."""
+    root = Path(root).resolve()
+    workers = max(1, workers or os.cpu_count() or 1)
+    if sandboxed and (problem := sandbox.probe()):
+        raise sandbox.SandboxUnavailable(problem)
+    _alembic_on_path()
+    stop = stop or threading.Event()
+    with Session(root, list(assignment_ids), workers=workers, limits=limits, warm=True,
+                 sandboxed=sandboxed, log=log, preload=True) as session:
+        log(f"watching {root / 'submitted'} for {', '.join(assignment_ids)} "
+            f"(every {interval:g} s; Ctrl-C to stop)")
+        while not stop.is_set():
+            manifest = _load_manifest(root)
+            jobs, _ = _jobs(root, assignment_ids, manifest, force=False)
+            jobs = [j for j in jobs if _settled(j.folder)]
+            if jobs:
+                session.grade(jobs, manifest, progress=False, on_result=on_result)
+            stop.wait(interval)
+
+
+def _settled(folder: Path, quiet_s: float = 2.0) -> bool:
+    """Whether nothing in a submission changed in the last seconds (a copy still arriving
+    is graded once it is complete)."""
+    newest = max((p.stat().st_mtime for p in folder.rglob("*") if p.is_file()), default=0)
+    return time.time() - newest >= quiet_s

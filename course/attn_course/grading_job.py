@@ -7,6 +7,8 @@ Inside the job's nbgrader process:
 - :func:`zygote`: one process that imports nbgrader, torch and the grading package (every
   check, every reference) once and forks a fresh ``nbgrader autograde`` per submission, so
   that a job starts in milliseconds and judges its hidden tests with what it inherited.
+  For one or two submissions it imports nbgrader only: each job then imports the checks
+  while its kernel runs the notebook (:class:`attn_course.judge.JudgingExecute`).
 
 On the parent's side (``attn_course.grading``): :class:`Zygote` drives that process, and
 :func:`killpg` / :func:`kill_leftovers` stop a job and everything it started.
@@ -85,7 +87,7 @@ def _run_nbgrader(argv: list[str], cwd: str, env: dict, log_path: str, cap: int)
     return code if isinstance(code, int) else (0 if code is None else 1)
 
 
-def zygote() -> None:
+def zygote(preload: bool = True) -> None:
     """Import nbgrader once, then fork one ``nbgrader <argv>`` per request.
 
     One JSON object per line. In, on stdin: ``{"id", "argv", "cwd", "env", "log", "cap"}``.
@@ -103,11 +105,13 @@ def zygote() -> None:
     import nbgrader.apps.nbgraderapp  # noqa: F401 (imports every app)
     import nbgrader.preprocessors  # noqa: F401
 
-    import attn_course.judge  # noqa: F401 (the judging executor: torch, the channel)
-    import attn_grader
+    import attn_course.judge  # noqa: F401 (the judging executor)
 
-    for info in pkgutil.walk_packages(attn_grader.__path__, "attn_grader."):
-        importlib.import_module(info.name)  # every check and reference, from the files now
+    if preload:  # for a class: every job inherits torch, every check and reference
+        import attn_grader
+
+        for info in pkgutil.walk_packages(attn_grader.__path__, "attn_grader."):
+            importlib.import_module(info.name)
 
     inp = sys.stdin.fileno()
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
@@ -146,6 +150,8 @@ def zygote() -> None:
             if job is not None:
                 out.write(json.dumps({"id": job, "exit": os.waitstatus_to_exitcode(status)})
                           + "\n")
+    out.flush()
+    os._exit(0)  # nothing to tear down: an interpreter holding torch takes a second to exit
 
 
 # --------------------------------------------------------------------------- the parent's side
@@ -171,9 +177,10 @@ class Zygote:
     milliseconds instead of seconds of imports. Started after the files are remembered,
     so what it imported is what the guard holds."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], preload: bool = True):
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from attn_course.grading_job import zygote; zygote()"],
+            [sys.executable, "-c",
+             f"from attn_course.grading_job import zygote; zygote(preload={preload})"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.lock = threading.Lock()
         self.jobs: dict[int, Forked] = {}

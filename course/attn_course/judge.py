@@ -27,93 +27,24 @@ from __future__ import annotations
 import ast
 import json
 import os
-import queue
 import re
-import time
-import uuid
-
-from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_core.utils import run_sync
+import threading
 
 from attn_course.grading_job import CheckpointExecute
 from attn_course.verdict import RECORD_ENV, TRIVIAL_ENV
-from attn_grader import agent as wire
-from attn_grader import judge as judge_check
-from attn_grader import known_trivial_cases, remote
-
-#: How long the kernel gets to answer after an interrupt before it is declared gone.
-_GRACE_S = 10.0
 
 
-class KernelChannel(remote.Channel):
-    """Requests to the agent in a running kernel, as comm messages on its shell channel
-    (binary buffers carry the tensors); replies come on iopub. A second client of the same
-    kernel, so nbclient's own client is left as it is."""
+def _load_the_judges() -> None:
+    """What judging needs (torch, every check and reference, the kernel channel): imported in
+    a thread while the kernel starts and runs the notebook, unless the zygote has already."""
+    import importlib
+    import pkgutil
 
-    def __init__(self, km, timeout: float):
-        super().__init__()
-        self.km, self.timeout = km, timeout
-        self.kc = BlockingKernelClient()
-        self.kc.load_connection_info(km.get_connection_info(session=False))
-        self.kc.start_channels(hb=False)
-        self.kc.wait_for_ready(timeout=min(timeout, 60))
-        self.comm_id = uuid.uuid4().hex
-        self._send("comm_open", {"comm_id": self.comm_id, "target_name": wire.COMM_TARGET,
-                                 "data": {}})
-        hello = self.request("hello")
-        if hello.get("protocol") != wire.PROTOCOL:
-            raise remote.ChannelBroken("the kernel's grading agent speaks another protocol")
+    import attn_course.kernel_channel  # noqa: F401
+    import attn_grader
 
-    def _send(self, msg_type: str, content: dict, buffers=None) -> None:
-        msg = self.kc.session.msg(msg_type, content)
-        self.kc.session.send(self.kc.shell_channel.socket, msg, buffers=buffers)
-
-    def _alive(self) -> bool:
-        try:
-            return bool(run_sync(self.km.is_alive)())
-        except Exception:
-            return False
-
-    def exchange(self, header: dict, blob: bytes) -> tuple[dict, bytes]:
-        rid = uuid.uuid4().hex
-        self._send("comm_msg", {"comm_id": self.comm_id, "data": {**header, "id": rid}},
-                   buffers=[blob] if blob else None)
-        deadline = time.monotonic() + self.timeout
-        interrupted = False
-        while True:
-            try:
-                msg = self.kc.get_iopub_msg(timeout=1.0)
-            except queue.Empty:
-                if not self._alive():
-                    raise remote.ChannelBroken("the kernel died") from None
-                now = time.monotonic()
-                if now < deadline:
-                    continue
-                if interrupted:
-                    raise remote.ChannelBroken(
-                        "the kernel did not answer, even after an interrupt") from None
-                run_sync(self.km.interrupt_kernel)()
-                interrupted, deadline = True, now + _GRACE_S
-                continue
-            content = msg.get("content", {})
-            if msg.get("msg_type") != "comm_msg" or content.get("comm_id") != self.comm_id:
-                continue
-            data = content.get("data")
-            if type(data) is not dict or data.get("id") != rid:
-                continue
-            buffers = msg.get("buffers") or [b""]
-            reply = dict(data)
-            if interrupted and not reply.get("ok"):
-                reply["error"] = {"type": "KeyboardInterrupt",
-                                  "message": f"did not finish within {self.timeout:g} s "
-                                             "(an endless loop?)"}
-            return reply, bytes(buffers[0])
-
-    def close(self) -> None:
-        try:
-            self._send("comm_close", {"comm_id": self.comm_id, "data": {}})
-        finally:
-            self.kc.stop_channels()
+    for info in pkgutil.walk_packages(attn_grader.__path__, "attn_grader."):
+        importlib.import_module(info.name)
 
 
 # --------------------------------------------------------------------------- test cells
@@ -164,10 +95,21 @@ class JudgingExecute(CheckpointExecute):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._channel: KernelChannel | None = None
+        self._channel = None  # an attn_course.kernel_channel.KernelChannel, once needed
         self._broken = ""
         self._judged: set[str] = set()
         self._seen_flags: set[str] = set()
+        self._loading = threading.Thread(target=_load_the_judges, daemon=True)
+        self._loading.start()
+
+    def _ready(self) -> None:
+        """Wait for what judging needs; hand it the checks' trivial cases."""
+        if self._loading is None:
+            return
+        self._loading.join()
+        self._loading = None
+        from attn_grader import known_trivial_cases
+
         try:
             with open(os.environ[TRIVIAL_ENV], encoding="utf-8") as f:
                 known_trivial_cases({tuple(k.split("/", 1)): v for k, v in json.load(f).items()})
@@ -183,8 +125,11 @@ class JudgingExecute(CheckpointExecute):
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
 
-    def _channel_or_none(self) -> KernelChannel | None:
+    def _channel_or_none(self):
+        self._ready()
         if self._channel is None and not self._broken:
+            from attn_course.kernel_channel import KernelChannel
+
             try:
                 self._channel = KernelChannel(self.km, float(self.timeout or 180))
             except Exception as exc:  # the kernel has no agent, or died
@@ -206,6 +151,8 @@ class JudgingExecute(CheckpointExecute):
         channel = self._channel_or_none()
         if channel is None:
             return
+        from attn_grader import remote
+
         try:
             seen = channel.request("inspect")
         except (remote.ChannelBroken, remote.StudentTimeout) as exc:
@@ -242,6 +189,9 @@ class JudgingExecute(CheckpointExecute):
             if channel is None:
                 failure = self._broken
             else:
+                from attn_grader import judge as judge_check
+                from attn_grader import remote
+
                 reports = []
                 for call in calls:
                     try:

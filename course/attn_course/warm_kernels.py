@@ -322,6 +322,8 @@ def _serve(fd: int, mark: str, allow: list[str] | None) -> None:
             for pid in kernels:  # the grading run is over: nothing may outlive it
                 _kill_group(pid)
             _kill_everything_else()
+    sys.stdout.flush()
+    os._exit(0)  # nothing to tear down: an interpreter holding torch takes a second to exit
 
 
 # --------------------------------------------------------------------------- the client
@@ -459,14 +461,16 @@ class KernelSlot:
             except OSError as exc:
                 self.cold_reason = str(exc)
         kernelspec(self.jupyter_path, self.spec_path, self.script)
+        self.write_spec({})
 
     def wait_ready(self) -> None:
-        """Wait for the server to have imported everything (or note why it could not)."""
+        """Wait for the server to have imported everything (or note why it could not: the
+        next kernels then start cold)."""
         if self.proc is not None and self.proc.stdout.readline().strip() != b"ready":
             self.close()
             self.proc = None
             self.cold_reason = "the warm-kernel server did not start"
-        self.write_spec({})
+            self.write_spec({})
 
     def _start_server(self) -> None:
         if os.path.exists(self.socket_path):
