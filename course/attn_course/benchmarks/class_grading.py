@@ -33,7 +33,7 @@ import nbformat
 from attn_course import grading, nbgrader_runner, notebooks, report, sample_class
 from attn_course.manifest import Assignment, assignment, assignments
 
-BUDGET = 1.8
+BUDGET = 3.0
 FULL_STUDENTS = 40
 SMOKE_STUDENTS = 3
 SMOKE_ASSIGNMENT = "03_qkv_lookup"
@@ -312,6 +312,7 @@ def measure(root: Path, smoke: bool, log: Callable[[str], None] = print, *,
 
     plain_s = sum(r["plain_s"] for r in per_assignment)
     speedup = plain_s / ours_s
+    regrades = [_regrade(plain, ours, ids[0], k, n, workers, log) for k in (1, 2) if k <= n]
     compared, differences = compare(gradebook_scores(plain, ids), gradebook_scores(ours, ids))
     statuses: dict[str, int] = {}
     for r in results:
@@ -341,8 +342,35 @@ def measure(root: Path, smoke: bool, log: Callable[[str], None] = print, *,
         "differences": differences,
         "identical": not differences and compared > 0,
         "statuses": statuses,
+        "regrades": regrades,
         "work": str(work),
     }
+
+
+def _regrade(plain: Path, ours: Path, aid: str, k: int, n: int, workers: int, log) -> dict:
+    """``k`` late submissions of one assignment graded after the class: plain nbgrader, one
+    ``nbgrader autograde ID --student S --force`` each (as an instructor regrades), against
+    one ``attn-course grade ID`` that finds just them new (set-up included)."""
+    import nbformat
+
+    students = [s for s, _ in student_ids(n)][:k]
+    start = time.perf_counter()
+    for student in students:
+        nbgrader_runner.nbgrader(plain, "autograde", aid, f"--student={student}", "--force",
+                                 check=False)
+    plain_s = time.perf_counter() - start
+    for student in students:  # a new upload: same answers, another file
+        path = ours / "submitted" / student / aid / f"{aid}.ipynb"
+        nb = nbformat.read(str(path), as_version=4)
+        nb.metadata["resubmitted"] = True
+        nbformat.write(nb, str(path))
+    start = time.perf_counter()
+    grading.grade(ours, [aid], workers=workers, progress=False, log=lambda m: None)
+    ours_s = time.perf_counter() - start
+    log(f"  {k} late submission(s) of {aid}: plain nbgrader {plain_s:.1f} s, "
+        f"attn-course grade {ours_s:.1f} s")
+    return {"submissions": k, "assignment": aid, "plain_s": round(plain_s, 2),
+            "ours_s": round(ours_s, 2), "ratio": round(plain_s / ours_s, 2)}
 
 
 # --------------------------------------------------------------------------- markdown
@@ -374,9 +402,11 @@ def markdown(data: dict) -> str:
         "over the whole class (nbgrader's normal, serial use); ours = one "
         "`attn_course.grading.grade(ids, force=True)` call, as `attn-course grade --all "
         "--force` runs it, set-up included (clean-gradebook templates, registering the "
-        "assignments, the integrity checks, the warm-kernel server). Plain nbgrader "
-        "starts every kernel from scratch; ours forks each from a server that imported "
-        "torch once (`attn_course.warm_kernels`).",
+        "assignments, the sandboxed slots and their warm-kernel servers). Plain nbgrader "
+        "runs every hidden test in the student's kernel and starts every kernel from "
+        "scratch, unsandboxed; ours runs every kernel in a bubblewrap sandbox, forked from "
+        "a server that imported torch once (`attn_course.warm_kernels`), and judges every "
+        "hidden test in the grading process (`attn_course.judge`).",
         "",
         "| assignment | submissions | plain nbgrader (s) | plain, per submission (s) "
         "| ours, one job (s) |",
@@ -412,6 +442,19 @@ def markdown(data: dict) -> str:
         "waited for (nbgrader, kernels).",
         "",
     ]
+    if data.get("regrades"):
+        out += [
+            "**Regrading a few late submissions** after the class, in the same run: plain = "
+            "`nbgrader autograde ID --student S --force` for each (how an instructor "
+            "regrades one student); ours = `attn-course grade ID`, which finds just those "
+            "submissions new (its whole set-up included: sandboxed slot, templates, kernels).",
+            "",
+            "| late submissions | plain nbgrader (s) | attn-course grade (s) | plain / ours |",
+            "|---:|---:|---:|---:|",
+        ]
+        out += [f"| {r['submissions']} | {r['plain_s']:.1f} | {r['ours_s']:.1f} | "
+                f"{r['ratio']:.2f} |" for r in data["regrades"]]
+        out.append("")
     failed = [r["assignment"] for r in data["per_assignment"] if r.get("plain_exit")]
     if failed:
         out += [f"Plain nbgrader exited with an error for {', '.join(failed)} (its log is in "
