@@ -317,6 +317,9 @@ def measure(root: Path, smoke: bool, log: Callable[[str], None] = print, *,
     statuses: dict[str, int] = {}
     for r in results:
         statuses[r.status] = statuses.get(r.status, 0) + 1
+    # every student of this class is honest (mistakes written out, nothing imported)
+    flagged = sorted(f"{r.student}/{r.assignment}: {'; '.join(r.flags)}"
+                     for r in results if r.flags)
     kinds: dict[str, int] = {}
     for _, kind in student_ids(n):
         kinds[kind] = kinds.get(kind, 0) + 1
@@ -343,6 +346,7 @@ def measure(root: Path, smoke: bool, log: Callable[[str], None] = print, *,
         "identical": not differences and compared > 0,
         "statuses": statuses,
         "regrades": regrades,
+        "flagged": flagged,
         "work": str(work),
     }
 
@@ -455,6 +459,10 @@ def markdown(data: dict) -> str:
         out += [f"| {r['submissions']} | {r['plain_s']:.1f} | {r['ours_s']:.1f} | "
                 f"{r['ratio']:.2f} |" for r in data["regrades"]]
         out.append("")
+    if "flagged" in data:
+        out += [f"Flags on this class of honest students: **{len(data['flagged'])}**"
+                + (":" if data["flagged"] else "."), ""]
+        out += [f"- {f}" for f in data["flagged"][:20]] + ([""] if data["flagged"] else [])
     failed = [r["assignment"] for r in data["per_assignment"] if r.get("plain_exit")]
     if failed:
         out += [f"Plain nbgrader exited with an error for {', '.join(failed)} (its log is in "
