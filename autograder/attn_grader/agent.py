@@ -423,7 +423,11 @@ class Agent:
             if t.requires_grad and t.is_leaf:
                 t.grad = None
         if pairs:
-            torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+            # the same gradients as autograd.backward(outputs, grads), which imports sympy
+            # (0.3-1 s) the first time it is handed explicit gradients
+            # (enabled: in-process, this runs inside the caller's own backward pass)
+            with torch.enable_grad():
+                sum((o * g.to(o.dtype)).sum() for o, g in pairs).backward()
         return {"grads": enc([t.grad if t.requires_grad and t.is_leaf else None
                               for t in inputs])}
 
