@@ -564,8 +564,8 @@ def _summary(data: dict) -> str:
         text = (f"with Luong attention (04) the long strings reach "
                 f"{_fmt(_mean(s['luong_04'], 10, 12))}")
         if "bottleneck_04" in s:
-            text += (f", against {_fmt(_mean(s['bottleneck_04'], 10, 12))} for the same "
-                     "bottleneck model trained the same way in 04")
+            text += (f", against {_fmt(_mean(s['bottleneck_04'], 10, 12))} for the "
+                     "bottleneck model retrained in 04")
         parts.append(text)
     out = []
     if parts:
