@@ -18,6 +18,8 @@ class Mistake:
     description: str
     impl: Callable
     expect: str
+    #: False for a mistake the notebook's visible tests should not give away
+    visible: bool = True
 
 
 @dataclass(frozen=True)
