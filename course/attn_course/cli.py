@@ -218,11 +218,23 @@ def cmd_sample(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    import json
+
     from attn_course import benchmarks
+    from attn_course.benchmarks import outcomes
 
     md, js = benchmarks.run(course_root(), args.parts or None, smoke=args.smoke,
                             out_dir=args.out, log=_say)
     _say(f"benchmark results -> {md}\n                     {js}")
+    if "outcomes" not in (args.parts or benchmarks.PARTS):
+        return 0  # the outcomes in the results file were not measured by this run
+    part = json.loads(js.read_text(encoding="utf-8"))["parts"].get("outcomes", {})
+    failed = outcomes.failed_claims(part)
+    if failed:
+        _say(f"{len(failed)} claim(s) of the notebooks' prose do NOT hold:")
+        for c in failed:
+            _say(f"  {c['id']}/{c['key']}: {c['claim']}\n      measured: {c['measured']}")
+        return 1
     return 0
 
 
