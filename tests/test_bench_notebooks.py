@@ -163,7 +163,9 @@ def test_full_run_asserts_claims_and_the_markdown_says_which_fail():
 
 
 def test_every_notebook_with_claims_has_a_probe_that_prints_numbers():
-    assert {"02_seq2seq_bottleneck", "04_luong_attention"} <= set(outcomes.CLAIMS)
+    from attn_course.manifest import assignments
+
+    assert set(outcomes.CLAIMS) == {a.id for a in assignments()}, "every notebook's prose"
     for aid, claims in outcomes.CLAIMS.items():
         assert aid in outcomes.PROBES and '"numbers"' in outcomes.PROBES[aid], aid
         assert len({c.key for c in claims}) == len(claims)
@@ -176,3 +178,80 @@ def test_series_with_seeds_show_the_spread():
                      "runs": [{"12": 0.85}, {"12": 0.9}, {"12": 0.95}]}}}
     md = outcomes.markdown(data)
     assert "| 12 | 0.90 (0.85–0.95) |" in md and "lowest and highest seed" in md
+
+
+NEW_PROBES = ("01_rnn_limits", "03_qkv_lookup", "05_self_attention", "06_transformer_encoder",
+              "07_transformer_decoder")
+
+
+@pytest.mark.parametrize("aid", NEW_PROBES)
+def test_probe_reads_every_number_its_claims_need_in_a_quick_run(root, tmp_path, aid):
+    # the notebook shrunk as autograding shrinks it (seconds), then its probe, as a full run
+    # does it: the numbers mean nothing here, but every claim must find what it reads
+    from attn_course.manifest import assignment
+
+    nb_path = assignment(aid).source_notebook(root)
+    result = nbbench.measure_once(
+        {"kind": "nbclient", "notebook": str(nb_path), "cwd": str(nb_path.parent),
+         "probe": outcomes.PROBES[aid], "out": str(tmp_path / f"{aid}.ipynb")},
+        nbbench.student_env(quick=True))
+    values = result["probe"]
+    assert values and "error" not in values, values
+    assert "numbers" in values
+    checked = outcomes.check_claims(aid, values["numbers"])
+    assert [c["key"] for c in checked] == [c.key for c in outcomes.CLAIMS[aid]] and checked
+    for c in checked:
+        assert isinstance(c["holds"], bool) and c["measured"], c
+        assert "could not be checked" not in c["measured"], c
+    json.dumps(values)  # what the results file will hold
+    if aid == "07_transformer_decoder":
+        series = values["series"]
+        assert set(series) == {"bottleneck_07", "luong_07", "transformer_07"}
+        assert len(series["transformer_07"]["runs"]) >= 1
+        assert set(series["transformer_07"]["acc"]) == set(series["transformer_07"]["n"])
+
+
+def test_the_transformer_of_07_stands_beside_02_and_04_in_the_table():
+    runs = [{"12": 0.97}, {"12": 0.99}, {"12": 1.0}]
+    data = {"mode": "full", "sources": {}, "series": {
+        "bottleneck_02": {"acc": {"12": 0.05}, "n": {"12": 80}},
+        "luong_04": {"acc": {"12": 0.9}, "n": {"12": 80}},
+        "transformer_07": {"acc": {"12": 0.99}, "n": {"12": 80}, "runs": runs}}}
+    md = outcomes.markdown(data)
+    header = next(line for line in md.splitlines() if line.startswith("| source length"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert columns == ["source length", "Bottleneck seq2seq (02)",
+                       "Luong attention, general (04)", "Transformer encoder–decoder (07)"]
+    assert "| 12 | 0.05 | 0.90 | 0.99 (0.97–1.00) |" in md
+    assert "Columns 02, 04 and 07 share one task and one test split" in md
+    assert "notebook 07 reaches 0.99 on the long strings" in md
+
+
+def _bench_results(tmp_path, mode, holds):
+    claims = [{"id": "07_transformer_decoder", "key": "cache-faster", "claim": "Faster.",
+               "holds": holds, "measured": "×1.2"}]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"parts": {"outcomes": {
+        "mode": mode, "series": {}, "sources": {}, "claims": claims}}}))
+    return path
+
+
+@pytest.mark.parametrize("parts, mode, holds, code", [
+    (["outcomes"], "full", False, 1),       # a claim of the prose fails: the bench fails
+    ([], "full", False, 1),                 # every part, outcomes included
+    (["outcomes"], "full", True, 0),
+    (["outcomes"], "quick", False, 0),      # a smoke run asserts nothing
+    (["notebooks"], "full", False, 0),      # outcomes not measured by this run
+])
+def test_bench_exits_nonzero_when_a_claim_fails(monkeypatch, tmp_path, capsys, parts, mode,
+                                                 holds, code):
+    from attn_course import cli
+
+    path = _bench_results(tmp_path, mode, holds)
+    monkeypatch.setattr(benchmarks, "run",
+                        lambda *args, **kwargs: (tmp_path / "results.md", path))
+    assert cli.main(["bench", *parts, "--out", str(tmp_path)]) == code
+    out = capsys.readouterr().out
+    assert ("07_transformer_decoder/cache-faster" in out) == bool(code), out
+    if code:
+        assert "Faster." in out and "×1.2" in out
