@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from attn_utils.seq2seq import copy_task, fit
@@ -217,3 +218,100 @@ def test_attention_view_html_is_self_contained_and_escapes_its_labels():
     other = attention_view(torch.softmax(torch.randn(1, 2, 3, 5), -1), nasty, ["1", "2", "3"])
     assert other.id != view.id, "two views on one page need their own element ids"
     assert view._repr_html_() == html and view.page().startswith("<!DOCTYPE html>")
+
+
+class _RecordingAdam(torch.optim.Adam):
+    """Adam that remembers the learning rate of every step it takes."""
+
+    rates: list[float] = []
+
+    def step(self, closure=None):
+        type(self).rates.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+def _rates_of_fit(monkeypatch, **kwargs) -> list[float]:
+    monkeypatch.setattr(_RecordingAdam, "rates", [])
+    monkeypatch.setattr(torch.optim, "Adam", _RecordingAdam)
+    model, data = _model(), copy_task(40, min_len=1, max_len=4, seed=0)
+    fit(model, data, _copy_loss, batch_size=16, **kwargs)
+    return _RecordingAdam.rates
+
+
+def test_fit_cosine_schedule_lowers_the_rate_along_half_a_cosine(monkeypatch):
+    import math
+
+    rates = _rates_of_fit(monkeypatch, epochs=2, lr=0.01, schedule="cosine")
+    total = 2 * 3  # 2 epochs of ceil(40 / 16) = 3 batches
+    assert len(rates) == total
+    expected = [0.01 * 0.5 * (1 + math.cos(math.pi * k / total)) for k in range(total)]
+    assert rates == [pytest.approx(e) for e in expected]
+    assert rates[0] == pytest.approx(0.01), "the first step uses the full rate"
+    assert all(a > b for a, b in zip(rates, rates[1:])) and 0 < rates[-1] < 0.001
+
+
+def test_fit_without_schedule_keeps_the_rate_and_rejects_unknown_schedules(monkeypatch):
+    assert _rates_of_fit(monkeypatch, epochs=2, lr=0.003) == [0.003] * 6
+    with pytest.raises(ValueError, match="cosine"):
+        _rates_of_fit(monkeypatch, epochs=1, schedule="linear")
+    # zero epochs: nothing trained, not even for an unknown schedule (graded demos)
+    assert _rates_of_fit(monkeypatch, epochs=0, schedule="cosine") == []
+
+
+def test_fit_cosine_trains_and_reports_one_loss_per_epoch():
+    model, data = _model(), copy_task(64, min_len=1, max_len=4, seed=0)
+    before = _params(model)
+    history = fit(model, data, _copy_loss, epochs=3, batch_size=16, schedule="cosine")
+    assert len(history["loss"]) == 3 and not model.training
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_accuracy_spread_over_seeds_and_for_one_run():
+    from attn_utils.seq2seq import accuracy_spread
+
+    spread = accuracy_spread([{1: 1.0, 2: 0.5, 3: 0.2}, {1: 0.5, 2: 0.7}, {1: 0.75, 2: 0.9}])
+    assert list(spread) == [1, 2], "only the lengths every run has"
+    assert spread[1] == pytest.approx((0.75, 0.5, 1.0))
+    assert spread[2] == pytest.approx((0.7, 0.5, 0.9))
+    assert accuracy_spread({4: 0.25, 1: 1.0}) == {1: (1.0, 1.0, 1.0), 4: (0.25, 0.25, 0.25)}
+    with pytest.raises(ValueError):
+        accuracy_spread([])
+
+
+def test_print_accuracy_table_shows_mean_and_range_only_for_several_runs(capsys):
+    from attn_utils.seq2seq import print_accuracy_table
+
+    print_accuracy_table({"three seeds": [{1: 1.0, 2: 0.5}, {1: 0.5, 2: 0.7}, {1: 0.75, 2: 0.9}],
+                          "one run": {1: 0.25, 3: 0.125}})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["length", "three", "seeds", "one", "run"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert rows["1"] == ["0.75", "(0.50-1.00)", "0.25"]
+    assert rows["2"] == ["0.70", "(0.50-0.90)", "-"], "a length a model lacks is a dash"
+    assert rows["3"] == ["-", "0.12"]
+
+
+def test_plot_accuracy_by_length_draws_the_mean_and_a_band_for_several_runs():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from attn_utils.seq2seq import plot_accuracy_by_length
+
+    fig, ax = plt.subplots()
+    plot_accuracy_by_length({"seeds": [{1: 1.0, 2: 0.5}, {1: 0.5, 2: 0.7}],
+                             "single": {1: 0.25, 2: 0.75}}, ax=ax,
+                            styles={"single": {"linestyle": "--"}})
+    seeds, single = ax.get_lines()
+    assert seeds.get_ydata().tolist() == pytest.approx([0.75, 0.6])
+    assert single.get_ydata().tolist() == [0.25, 0.75] and single.get_linestyle() == "--"
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 1, "a band for the model with several runs only"
+    heights = bands[0].get_paths()[0].vertices[:, 1]
+    assert (heights.min(), heights.max()) == pytest.approx((0.5, 1.0))
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["seeds (mean of 2; band: min-max)", "single"]
+    assert ax.get_ylabel() == "sequence accuracy (exact match)"
+    plt.close(fig)
