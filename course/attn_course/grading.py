@@ -6,8 +6,10 @@ Every submission ``submitted/<student>/<assignment>/`` is graded by the real
 gradebook made once per assignment by ``nbgrader generate_assignment``). So:
 
 - submissions run side by side (``workers``), and one cannot touch another's files or the
-  course gradebook: the course's ``gradebook.db`` is written only here, in the parent process,
-  one result at a time (:func:`_merge`);
+  course gradebook: the course gradebook (``gradebook.db``, or the database nbgrader's
+  ``CourseDirectory.db_url`` names) is written only here, in the parent process, one result
+  at a time (:func:`_merge`); with ``--cluster`` the jobs run on Dask workers and the results
+  come back here to be merged the same way (:mod:`cluster`);
 - every submission's kernel runs in a sandbox (:mod:`sandbox`): no network, no view of the
   course, the grading package or other submissions; its hidden tests are judged outside it,
   in the grading process (:mod:`judge`), and their points recorded there;
@@ -40,7 +42,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -109,6 +111,8 @@ c.Autograde.autograde_preprocessors = [
     AssignLatePenalties, CheckCellMetadata,
 ]
 c.CourseDirectory.root = {root!r}
+# this job's own copy of the clean gradebook, whatever database the course itself uses
+c.CourseDirectory.db_url = {db_url!r}
 # the kernel's sockets: files in its sandbox's folder (it has no network to listen on)
 c.KernelManager.transport = "ipc"
 c.KernelManager.connection_file = {connection_file!r}
@@ -178,8 +182,9 @@ def _prepare_templates(root: Path, work: Path, assignment_ids: list[str],
         shutil.copytree(root / "source" / aid, course / "source" / aid,
                         ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
         shutil.copy2(work / "empty-gradebook.db", course / "gradebook.db")
-        runs[aid] = zygote.start(["generate_assignment", aid, "--force"], course,
-                                 nbgrader_runner._env(), course / "generate.log",
+        runs[aid] = zygote.start(["generate_assignment", aid, "--force",
+                                  f"--CourseDirectory.db_url={report.sqlite_url(course)}"],
+                                 course, nbgrader_runner._env(), course / "generate.log",
                                  resource.RLIM_INFINITY)
     for aid, run in runs.items():
         if run.wait() != 0:
@@ -193,18 +198,21 @@ def _prepare_templates(root: Path, work: Path, assignment_ids: list[str],
     return courses
 
 
-def _register_in_course(root: Path, work: Path, assignment_id: str) -> None:
+def _register_in_course(root: Path, work: Path, assignment_id: str,
+                        db: str | None = None) -> None:
     """The assignment, its notebooks and cells in the course gradebook (release/ untouched)."""
     nbgrader_runner.nbgrader(
         root, "generate_assignment", assignment_id, "--force",
-        f"--CourseDirectory.release_directory={work / 'release-scratch'}")
+        f"--CourseDirectory.release_directory={work / 'release-scratch'}",
+        f"--CourseDirectory.db_url={report.gradebook_url(root, db)}")
 
 
-def _registered_alike(root: Path, template: Path, assignment_id: str) -> bool:
+def _registered_alike(root: Path, template: Path, assignment_id: str,
+                      db: str | None = None) -> bool:
     """Whether the course gradebook already has this assignment with the same notebooks and
     graded cells as a fresh ``generate_assignment`` (as after ``attn-course release``)."""
-    def shape(course: Path):
-        with Gradebook(report.gradebook_url(course)) as gb:
+    def shape(url: str):
+        with Gradebook(url) as gb:
             try:
                 a = gb.find_assignment(assignment_id)
             except MissingEntry:
@@ -212,12 +220,13 @@ def _registered_alike(root: Path, template: Path, assignment_id: str) -> bool:
             return sorted((nb.name, c.name, float(c.max_score), c.cell_type)
                           for nb in a.notebooks for c in nb.grade_cells)
 
-    wanted = shape(template)
-    return wanted is not None and (root / "gradebook.db").exists() and shape(root) == wanted
+    wanted = shape(report.sqlite_url(template))
+    url = report.gradebook_url(root, db)
+    return wanted is not None and not report.sqlite_missing(url) and shape(url) == wanted
 
 
 def _expected_cells(template: Path, assignment_id: str) -> dict[tuple[str, str], float]:
-    with Gradebook(report.gradebook_url(template)) as gb:
+    with Gradebook(report.sqlite_url(template)) as gb:
         a = gb.find_assignment(assignment_id)
         return {(nb.name, c.name): float(c.max_score) for nb in a.notebooks
                 for c in nb.grade_cells}
@@ -303,8 +312,8 @@ class _Runner:
         template = self.templates[job.assignment]
         config = dict(self.files.snapshot())[(self.root / "nbgrader_config.py").resolve()].decode()
         (course / "nbgrader_config.py").write_text(config + _CONFIG_TAIL.format(
-            root=str(course), connection_file=str(slot.folder / "runtime" / "kernel.json")),
-            encoding="utf-8")
+            root=str(course), db_url=report.sqlite_url(course),
+            connection_file=str(slot.folder / "runtime" / "kernel.json")), encoding="utf-8")
         self.files.copy_tree(template / "source", course / "source")
         self.files.copy_tree(template / "gradebook.db", course / "gradebook.db")
         dest = course / "submitted" / job.student / job.assignment
@@ -473,18 +482,27 @@ def _save_manifest(root: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def _merge(root: Path, result: Result, job_course: Path,
-           expected: dict[tuple[str, str], float]) -> None:
-    """Into the course: the graded notebooks, then the gradebook (parent process only)."""
-    src = job_course / "autograded" / result.student / result.assignment
+def _merge(root: Path, result: Result, graded: Path | Mapping[str, bytes],
+           expected: dict[tuple[str, str], float], db: str | None = None) -> None:
+    """Into the course: the graded notebooks, then the gradebook (parent process only).
+
+    ``graded``: the job's scratch course (local grading), or the files of its graded folder
+    by relative path (what a cluster worker sends back, :mod:`attn_course.cluster`)."""
     dest = root / "autograded" / result.student / result.assignment
     if dest.exists():
         shutil.rmtree(dest)
-    if src.exists():
+    if isinstance(graded, Mapping):
+        for name, data in graded.items():
+            target = (dest / name).resolve()
+            if dest.resolve() not in target.parents:  # only ever inside its own folder
+                raise ValueError(f"a graded file outside its folder: {name!r}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    elif (src := graded / "autograded" / result.student / result.assignment).exists():
         shutil.copytree(src, dest)
         for p in dest.rglob("*"):  # nbgrader leaves them read-only
             p.chmod(0o755 if p.is_dir() else 0o644)
-    with warnings.catch_warnings(), Gradebook(report.gradebook_url(root)) as gb:
+    with warnings.catch_warnings(), Gradebook(report.gradebook_url(root, db)) as gb:
         # nbgrader's own add_submission trips SQLAlchemy's autoflush warning; it is harmless
         warnings.filterwarnings("ignore", message=".*not in session.*")
         gb.update_or_create_student(result.student)
@@ -500,9 +518,9 @@ def _merge(root: Path, result: Result, job_course: Path,
 
 
 def _jobs(root: Path, assignment_ids: Iterable[str], manifest: dict,
-          force: bool) -> tuple[list[_Job], int]:
+          force: bool, db: str | None = None) -> tuple[list[_Job], int]:
     jobs, unchanged = [], 0
-    with Gradebook(report.gradebook_url(root)) as gb:
+    with Gradebook(report.gradebook_url(root, db)) as gb:
         for aid in assignment_ids:
             for folder in sorted((root / "submitted").glob(f"*/{aid}")):
                 if not folder.is_dir():
@@ -524,7 +542,7 @@ def _jobs(root: Path, assignment_ids: Iterable[str], manifest: dict,
 def grade(root: Path, assignment_ids: list[str], workers: int | None = None,
           limits: Limits = Limits(), force: bool = False, progress: bool = True,
           log: Callable[[str], None] = print, warm: bool = True,
-          sandboxed: bool = True) -> list[Result]:
+          sandboxed: bool = True, db: str | None = None) -> list[Result]:
     """Grade what is new or changed under ``root/submitted`` for these assignments; return the
     results of every submission of them (fresh and from earlier runs).
 
@@ -533,7 +551,8 @@ def grade(root: Path, assignment_ids: list[str], workers: int | None = None,
     kernel in a bubblewrap sandbox (:mod:`sandbox`); raises
     :class:`~attn_course.sandbox.SandboxUnavailable` when none can be made here. Without it,
     the student's code runs with the instructor's permissions and network (the scores are
-    still computed outside its process)."""
+    still computed outside its process). ``db``: the course gradebook's URL when it is not
+    the one nbgrader's configuration names (:func:`attn_course.report.gradebook_url`)."""
     root = Path(root).resolve()
     workers = max(1, workers or os.cpu_count() or 1)
     if sandboxed:
@@ -542,7 +561,7 @@ def grade(root: Path, assignment_ids: list[str], workers: int | None = None,
             raise sandbox.SandboxUnavailable(problem)
     _alembic_on_path()
     manifest = _load_manifest(root)
-    jobs, unchanged = _jobs(root, assignment_ids, manifest, force)
+    jobs, unchanged = _jobs(root, assignment_ids, manifest, force, db)
     if unchanged:
         log(f"{unchanged} submissions unchanged since they were graded: kept")
     if jobs:
@@ -552,11 +571,17 @@ def grade(root: Path, assignment_ids: list[str], workers: int | None = None,
         try:
             ids = sorted({j.assignment for j in jobs})
             with Session(root, ids, workers=min(workers, len(jobs)), limits=limits, warm=warm,
-                         sandboxed=sandboxed, log=log, preload=len(jobs) > 2) as session:
+                         sandboxed=sandboxed, log=log, preload=len(jobs) > 2,
+                         db=db) as session:
                 session.grade(jobs, manifest, progress)
         finally:
             if main:
                 signal.signal(signal.SIGTERM, previous)
+    return _recorded(root, assignment_ids, manifest)
+
+
+def _recorded(root: Path, assignment_ids: list[str], manifest: dict) -> list[Result]:
+    """The results the manifest holds for the submissions still in ``submitted/``."""
     results = []
     for aid in assignment_ids:
         for key, entry in sorted(manifest.items()):
@@ -666,12 +691,17 @@ class Session:
     """What a grading run keeps between submissions: a scratch folder, the zygote, one
     sandboxed slot per worker, the assignments' templates. ``with Session(...) as s:
     s.grade(jobs, manifest)`` grades a batch; a watching run grades batch after batch in one
-    session (:func:`watch`)."""
+    session (:func:`watch`). A cluster worker (:mod:`attn_course.cluster`) keeps one open
+    on its copy of the course with ``register=False`` (that copy has no gradebook to
+    register the assignments in: the coordinator did it in the course's) and calls
+    ``session.runner.run`` itself."""
 
     def __init__(self, root: Path, assignment_ids: list[str], *, workers: int, limits: Limits,
-                 warm: bool, sandboxed: bool, log: Callable[[str], None], preload: bool):
+                 warm: bool, sandboxed: bool, log: Callable[[str], None], preload: bool,
+                 db: str | None = None, register: bool = True):
         self.root, self.ids, self.workers, self.limits = root, assignment_ids, workers, limits
         self.warm, self.sandboxed, self.log, self.preload = warm, sandboxed, log, preload
+        self.db, self.register = db, register
 
     def __enter__(self) -> Session:
         self._tmp = tempfile.TemporaryDirectory(prefix="attn-")
@@ -687,8 +717,8 @@ class Session:
             templates = _prepare_templates(self.root, work, self.ids, self.zygote)
             self.expected = {aid: _expected_cells(t, aid) for aid, t in templates.items()}
             for aid, template in templates.items():
-                if not _registered_alike(self.root, template, aid):
-                    _register_in_course(self.root, work, aid)
+                if self.register and not _registered_alike(self.root, template, aid, self.db):
+                    _register_in_course(self.root, work, aid, self.db)
             self.files = _guard_for(self.root, work, self.sandboxed)
         except BaseException:
             self._close()
@@ -718,7 +748,7 @@ class Session:
 
     def _accept(self, job: _Job, result: Result, course: Path, manifest: dict) -> None:
         root = self.root
-        _merge(root, result, course, self.expected[job.assignment])
+        _merge(root, result, course, self.expected[job.assignment], self.db)
         manifest[f"{job.assignment}/{job.student}"] = asdict(result)
         _save_manifest(root, manifest)
         for written in (root / "autograded" / job.student / job.assignment,
@@ -800,7 +830,7 @@ class Session:
 def watch(root: Path, assignment_ids: list[str], workers: int | None = None,
           limits: Limits = Limits(), interval: float = 5.0, log: Callable[[str], None] = print,
           sandboxed: bool = True, on_result: Callable[[Result], None] | None = None,
-          stop: threading.Event | None = None) -> None:
+          stop: threading.Event | None = None, db: str | None = None) -> None:
     """Grade each new or changed submission of these assignments as it lands in
     ``submitted/`` (for example after ``nbgrader collect --update``), until ``stop`` is set
     or Ctrl-C: one session, so each costs only its own job."""
@@ -811,12 +841,12 @@ def watch(root: Path, assignment_ids: list[str], workers: int | None = None,
     _alembic_on_path()
     stop = stop or threading.Event()
     with Session(root, list(assignment_ids), workers=workers, limits=limits, warm=True,
-                 sandboxed=sandboxed, log=log, preload=True) as session:
+                 sandboxed=sandboxed, log=log, preload=True, db=db) as session:
         log(f"watching {root / 'submitted'} for {', '.join(assignment_ids)} "
             f"(every {interval:g} s; Ctrl-C to stop)")
         while not stop.is_set():
             manifest = _load_manifest(root)
-            jobs, _ = _jobs(root, assignment_ids, manifest, force=False)
+            jobs, _ = _jobs(root, assignment_ids, manifest, force=False, db=db)
             jobs = [j for j in jobs if _settled(j.folder)]
             if jobs:
                 session.grade(jobs, manifest, progress=False, on_result=on_result)

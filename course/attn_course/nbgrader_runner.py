@@ -45,5 +45,7 @@ def autograde(root: Path, assignment_id: str, student: str | None = None) -> Non
     nbgrader(root, *args)
 
 
-def generate_feedback(root: Path, assignment_id: str) -> None:
-    nbgrader(root, "generate_feedback", assignment_id, "--force")
+def generate_feedback(root: Path, assignment_id: str, db: str | None = None) -> None:
+    """Feedback from the course gradebook (``db``: its URL, when not the configured one)."""
+    extra = [f"--CourseDirectory.db_url={db}"] if db else []
+    nbgrader(root, "generate_feedback", assignment_id, "--force", *extra)

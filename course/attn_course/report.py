@@ -1,4 +1,9 @@
-"""Grade tables: read back from nbgrader's gradebook, printed, and written to ``grades.csv``."""
+"""Grade tables: read back from nbgrader's gradebook, printed, and written to ``grades.csv``.
+
+The course gradebook is where nbgrader's ``CourseDirectory.db_url`` says (:func:`gradebook_url`):
+``sqlite:///<course>/gradebook.db`` unless the course's nbgrader configuration names another
+database (PostgreSQL for a formgrader shared by several instructors), or ``--db`` overrides it
+for one command."""
 
 from __future__ import annotations
 
@@ -18,8 +23,38 @@ class Row:
     cells: dict[str, float]
 
 
-def gradebook_url(root: Path) -> str:
-    return f"sqlite:///{root / 'gradebook.db'}"
+def sqlite_url(course: Path) -> str:
+    """The gradebook file of a course folder (the scratch courses of grading always use it)."""
+    return f"sqlite:///{Path(course) / 'gradebook.db'}"
+
+
+def configured_db_url(root: Path) -> str | None:
+    """``CourseDirectory.db_url`` as nbgrader's own commands run in ``root`` would read it:
+    from ``nbgrader_config.py`` in Jupyter's configuration folders (``~/.jupyter``,
+    ``/etc/jupyter``...) and in the course root, the latter winning; None when unset."""
+    from jupyter_core.paths import jupyter_config_path
+    from traitlets.config.loader import Config, ConfigFileNotFound, PyFileConfigLoader
+
+    config = Config()
+    for folder in [*reversed(jupyter_config_path()), str(root)]:
+        try:
+            config.merge(PyFileConfigLoader("nbgrader_config.py", path=folder).load_config())
+        except ConfigFileNotFound:
+            continue
+    url = config.CourseDirectory.get("db_url") if "CourseDirectory" in config else None
+    return str(url) if url else None
+
+
+def gradebook_url(root: Path, db: str | None = None) -> str:
+    """The course gradebook: ``db`` when given (``--db``), else the configured
+    ``CourseDirectory.db_url``, else ``sqlite:///<root>/gradebook.db`` (nbgrader's default)."""
+    return db or configured_db_url(root) or sqlite_url(root)
+
+
+def sqlite_missing(url: str) -> bool:
+    """Whether ``url`` names an SQLite file that does not exist yet (opening it would create
+    it). A server's database always counts as present: nbgrader creates its schema."""
+    return url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()
 
 
 def submissions(gb: Gradebook, assignment_ids: list[str]):
@@ -32,9 +67,9 @@ def submissions(gb: Gradebook, assignment_ids: list[str]):
                 continue
 
 
-def read_grades(root: Path, assignment_ids: list[str]) -> list[Row]:
+def read_grades(root: Path, assignment_ids: list[str], db: str | None = None) -> list[Row]:
     rows = []
-    with Gradebook(gradebook_url(root)) as gb:
+    with Gradebook(gradebook_url(root, db)) as gb:
         for student, aid, sub in submissions(gb, assignment_ids):
             cells = {}
             for nb in sub.notebooks:
