@@ -6,7 +6,8 @@
     attn-course execute  [ID ...]     run the worked solutions into build/solutions/
     attn-course collect  ZIP [ID]     bring an LMS zip of submissions into submitted/
     attn-course grade    ID...|--all  autograde what is new in submitted/ (in parallel, under
-                                      limits), print the grades and write grades.csv
+                                      limits; --cluster on Dask workers; --db a PostgreSQL
+                                      gradebook), print the grades and write grades.csv
     attn-course feedback [ID ...]     HTML feedback for graded submissions (hidden tests removed)
     attn-course sample   [ID ...]     release, run the solutions, grade the bundled sample class
     attn-course book     [ID ...]     the worked solutions as a static site in build/book/
@@ -25,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from attn_course import grading, nbgrader_runner, report, sample_class, sandbox
+from attn_course import cluster, grading, nbgrader_runner, report, sample_class, sandbox
 from attn_course.execute import execute_notebook
 from attn_course.manifest import Assignment, assignment, assignments, course_root
 
@@ -98,9 +99,12 @@ def _grade(course: Path, selected: list[Assignment], args) -> list[grading.Resul
     limits = grading.Limits(wall_s=getattr(args, "wall_time", grading.Limits.wall_s),
                             memory_bytes=int(getattr(args, "memory_gib", 4) * grading.GiB))
     start = time.perf_counter()
-    results = grading.grade(course, ids, workers=getattr(args, "workers", None), limits=limits,
-                            force=getattr(args, "force", False), log=_say,
-                            sandboxed=not getattr(args, "no_sandbox", False))
+    common = dict(limits=limits, force=getattr(args, "force", False), log=_say,
+                  sandboxed=not getattr(args, "no_sandbox", False), db=getattr(args, "db", None))
+    if getattr(args, "cluster", None):
+        results = cluster.grade(course, ids, args.cluster, **common)
+    else:
+        results = grading.grade(course, ids, workers=getattr(args, "workers", None), **common)
     _say(f"graded {len(results)} submissions of {', '.join(ids) or 'nothing'} "
          f"in {time.perf_counter() - start:.0f} s")
     return results
@@ -118,11 +122,12 @@ def _watch(root: Path, args) -> int:
     try:
         grading.watch(root, [a.id for a in _selected(args.ids)], workers=args.workers,
                       limits=limits, interval=args.interval, log=_say,
-                      sandboxed=not args.no_sandbox, on_result=show)
+                      sandboxed=not args.no_sandbox, on_result=show, db=args.db)
     except sandbox.SandboxUnavailable as exc:
         raise SystemExit(f"attn-course grade: no sandbox for student code: {exc}") from None
     except KeyboardInterrupt:
-        _say(f"\nstopped watching; every grade so far is in {root / 'gradebook.db'}")
+        _say(f"\nstopped watching; every grade so far is in "
+             f"{report.gradebook_url(root, args.db)}")
         return 0
     return 0
 
@@ -132,15 +137,21 @@ def cmd_grade(args) -> int:
     if not args.ids and not args.all:
         raise SystemExit("attn-course grade: name assignments, or --all for every one")
     if args.watch:
+        if args.cluster:
+            raise SystemExit("attn-course grade: --watch grades on this machine; leave out "
+                             "--cluster (or run --cluster again after each collect)")
         return _watch(root, args)
     try:
         results = _grade(root, _selected(args.ids), args)
     except sandbox.SandboxUnavailable as exc:
         raise SystemExit(f"attn-course grade: no sandbox for student code: {exc}") from None
     except KeyboardInterrupt:
-        _say(f"\ninterrupted: every grade finished so far is in {root / 'gradebook.db'}; "
-             "run the same command again to grade the rest")
+        _say(f"\ninterrupted: every grade finished so far is in "
+             f"{report.gradebook_url(root, args.db)}; run the same command again to grade "
+             "the rest")
         return 130
+    except cluster.ClusterError as exc:
+        raise SystemExit(f"attn-course grade --cluster: {exc}") from None
     _say(report.summary(results))
     report.write_csv(root / "grades.csv", results)
     _say(f"grades written to {root / 'grades.csv'}")
@@ -150,7 +161,7 @@ def cmd_grade(args) -> int:
 def cmd_feedback(args) -> int:
     root = course_root()
     for a in _selected(args.ids):
-        nbgrader_runner.generate_feedback(root, a.id)
+        nbgrader_runner.generate_feedback(root, a.id, args.db)
         _say(f"feedback for {a.id} -> {root / 'feedback'}")
     return 0
 
@@ -303,14 +314,23 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--no-sandbox", action="store_true",
                        help="run student code without the bubblewrap sandbox, with your "
                             "permissions and network (scores are still computed outside it)")
+    grade.add_argument("--cluster", metavar="ADDRESS", default=None,
+                       help="grade on a Dask cluster: its scheduler (tcp://HOST:8786) or "
+                            "scheduler file; every worker needs this course installed (same "
+                            "version) and bubblewrap; results are merged here")
+    db_help = ("the course gradebook's database URL, e.g. postgresql://USER@HOST/COURSE "
+               "(default: nbgrader's CourseDirectory.db_url, else gradebook.db)")
+    grade.add_argument("--db", metavar="URL", default=None, help=db_help)
     feedback = add("feedback", cmd_feedback, "generate HTML feedback for graded submissions")
     feedback.add_argument("--all", action="store_true",
                           help="every assignment (the same as naming none)")
+    feedback.add_argument("--db", metavar="URL", default=None, help=db_help)
     add("book", cmd_book, "build the worked solutions as a static site in build/book/", quick=True)
     add("sample", cmd_sample, "release, run the solutions, grade the sample class", quick=True)
     bench = sub.add_parser("bench", help="measure the course's budgets (docs/benchmarks/)")
     bench.add_argument("parts", nargs="*", metavar="PART",
-                       help="notebooks, outcomes, class_grading, modules (default: all)")
+                       help="notebooks, outcomes, class_grading, cluster_grading, modules "
+                            "(default: all)")
     bench.add_argument("--smoke", action="store_true",
                        help="tiny sizes: checks the plumbing in seconds, not the budgets")
     bench.add_argument("--out", type=Path, default=None,

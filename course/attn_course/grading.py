@@ -693,18 +693,20 @@ class Session:
     s.grade(jobs, manifest)`` grades a batch; a watching run grades batch after batch in one
     session (:func:`watch`). A cluster worker (:mod:`attn_course.cluster`) keeps one open
     on its copy of the course with ``register=False`` (that copy has no gradebook to
-    register the assignments in: the coordinator did it in the course's) and calls
+    register the assignments in: the coordinator did it in the course's) and its scratch
+    folder inside its own (``scratch``, removed whole if the worker dies), and calls
     ``session.runner.run`` itself."""
 
     def __init__(self, root: Path, assignment_ids: list[str], *, workers: int, limits: Limits,
                  warm: bool, sandboxed: bool, log: Callable[[str], None], preload: bool,
-                 db: str | None = None, register: bool = True):
+                 db: str | None = None, register: bool = True, scratch: Path | None = None):
         self.root, self.ids, self.workers, self.limits = root, assignment_ids, workers, limits
         self.warm, self.sandboxed, self.log, self.preload = warm, sandboxed, log, preload
         self.db, self.register = db, register
+        self.scratch = scratch  # where the scratch folder goes (default: the system's tmp)
 
     def __enter__(self) -> Session:
-        self._tmp = tempfile.TemporaryDirectory(prefix="attn-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="attn-", dir=self.scratch)
         work = self.work = Path(self._tmp.name)
         # with few jobs, each imports the checks beside its kernel instead of the zygote
         self.zygote = grading_job.Zygote(nbgrader_runner._env(), preload=self.preload)
