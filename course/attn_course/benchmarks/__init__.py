@@ -8,6 +8,8 @@ Each part is a module with ``measure(root, smoke, log) -> dict`` and ``markdown(
                          as the notebooks produce them
 - :mod:`.class_grading`  a synthetic class graded by ``attn-course grade`` and by plain serial
                          ``nbgrader autograde``: speed-up, and proof the grades are identical
+- :mod:`.cluster_grading` that class graded with ``--cluster`` by 1, 2, 4 Dask workers started
+                         here: throughput against workers, the arithmetic for a large course
 - :mod:`.modules`        the worked-solution MultiHeadAttention / EncoderLayer against
                          ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``
 
@@ -27,7 +29,7 @@ import platform
 from collections.abc import Callable
 from pathlib import Path
 
-PARTS = ("notebooks", "outcomes", "class_grading", "modules")
+PARTS = ("notebooks", "outcomes", "class_grading", "cluster_grading", "modules")
 
 
 def machine() -> dict:
