@@ -255,3 +255,12 @@ def test_bench_exits_nonzero_when_a_claim_fails(monkeypatch, tmp_path, capsys, p
     assert ("07_transformer_decoder/cache-faster" in out) == bool(code), out
     if code:
         assert "Faster." in out and "×1.2" in out
+
+
+def test_claims_table_escapes_the_pipes_of_the_math():
+    claims = [{"id": "05_self_attention", "key": "q", "claim": "max |A − Aᵀ| ≤ 0.01.",
+               "holds": True, "measured": "|A − Aᵀ| = 0.007"}]
+    md = outcomes.markdown({"mode": "full", "sources": {}, "series": {}, "claims": claims,
+                            "claims_hold": True})
+    row = next(line for line in md.splitlines() if line.startswith("| `05_self_attention`"))
+    assert row == r"| `05_self_attention` | max \|A − Aᵀ\| ≤ 0.01. | \|A − Aᵀ\| = 0.007 | yes |"

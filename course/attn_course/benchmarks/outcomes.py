@@ -1632,6 +1632,7 @@ def _claims_markdown(data: dict) -> list[str]:
     out += ["| notebook | claim | measured | holds |", "|---|---|---|:-:|"]
     for c in claims:
         mark = "yes" if c["holds"] else "**no**"
-        out.append(f"| `{c['id']}` | {c['claim']} | {c['measured']} | {mark} |")
+        claim_text, measured = (text.replace("|", "\\|") for text in (c["claim"], c["measured"]))
+        out.append(f"| `{c['id']}` | {claim_text} | {measured} | {mark} |")
     return out
 
