@@ -497,13 +497,14 @@ def _linear_factor(n):
 
 
 @claim(_01, "linear-powers", "With tanh linear, the gradient from 40 steps back is about "
-       "0.9^40 ≈ 1/70 of the last step's for ρ = 0.9, about 1e-12 for ρ = 0.5 and about 1e7 "
-       "times larger for ρ = 1.5 (each within a factor √10 of the stated value, as the curves "
-       "sit a little below their dashed lines).")
+       "1/175 of the last step's for ρ = 0.9, about 3e-13 for ρ = 0.5 and about 4e6 times "
+       "larger for ρ = 1.5 (each within a factor 1.5 of the stated value), and the pure powers "
+       "ρ^40 are 2.5 to 3 times larger.")
 def _linear_powers(n):
-    stated = {"0.9": 1 / 70, "0.5": 1e-12, "1.5": 1e7}
+    stated = {"0.9": 1 / 175, "0.5": 3e-13, "1.5": 4e6}
     got = {rho: n["radii"][rho]["g40_over_g0"] for rho in stated}
-    ok = all(abs(math.log10(got[rho] / v)) <= 0.5 for rho, v in stated.items())
+    ok = all(abs(math.log10(got[rho] / v)) <= math.log10(1.5) for rho, v in stated.items()) \
+        and all(2.5 <= float(rho) ** 40 / got[rho] <= 3.0 for rho in stated)
     return ok, "g(40) / g(0): " + ", ".join(
         f"ρ = {rho}: {got[rho]:.2g} (stated {v:.2g})" for rho, v in stated.items())
 
@@ -1072,8 +1073,8 @@ def _scaled_flat5(n):
 
 
 @claim(_05, "q-equals-k", "With Q = K = X every word puts most of its weight on itself, the two "
-       "'the's split theirs between each other, and the matrix is symmetric (max |A − Aᵀ| "
-       "≤ 0.01, as the figure prints).")
+       "'the's split theirs between each other, and the weights are nearly symmetric (max "
+       "|A − Aᵀ| ≤ 0.01, as the figure prints).")
 def _q_equals_k(n):
     thes = n["plain_thes"]
     ok = (min(n["plain_self"]) > 0.5 and all(sum(row) >= 0.9 and min(row) >= 0.4 for row in thes)
@@ -1289,8 +1290,8 @@ _MINE, _WEIGHTS, _FUSED = ("your MultiHeadAttention", "nn.MultiheadAttention (ne
 
 @claim(_06, "cost", "Memory: slope 2 (rounded) for the two modules that keep the weights, tens "
        "of MiB at T = 1024, and about 1 for the fused kernel. Time: the slope reaches 2 or more "
-       "(≥ 1.95) without the fused kernel; the fused kernel is faster at T = 1024 but still about "
-       "quadratic (slope rounding to 2).")
+       "(≥ 1.95) without the fused kernel; the fused kernel is the fastest at T = 1024 and its "
+       "fitted slope is below the other two's.")
 def _cost6(n):
     c = n["cost"]
     ok = (all(round(c[k]["slope_MiB"]) == 2 and 10 <= c[k]["MiB"][-1] < 100
@@ -1298,7 +1299,7 @@ def _cost6(n):
           and round(c[_FUSED]["slope_MiB"]) == 1
           and all(c[k]["slope_ms"] >= 1.95 for k in (_MINE, _WEIGHTS))
           and c[_FUSED]["ms"][-1] < min(c[_MINE]["ms"][-1], c[_WEIGHTS]["ms"][-1])
-          and round(c[_FUSED]["slope_ms"]) == 2)
+          and c[_FUSED]["slope_ms"] < min(c[_MINE]["slope_ms"], c[_WEIGHTS]["slope_ms"]))
     return ok, "; ".join(f"{k}: memory slope {v['slope_MiB']:.2f} ({v['MiB'][-1]:.1f} MiB), time "
                          f"slope {v['slope_ms']:.2f} ({v['ms'][-1]:.0f} ms)" for k, v in c.items())
 
