@@ -9,9 +9,11 @@ cached helps the next and memory figures belong to one run:
   with full-size demos (no ``NBGRADER_EXECUTION``, no ``ATTN_COURSE_QUICK``, figures drawn
   inline); the time runs from kernel start to the end of the last cell. Executed notebooks are
   kept in ``build/bench/<mode>/`` (with the outcomes probe's numbers, see :mod:`.outcomes`).
-- **autograde (nbclient)**: the same notebook under the environment ``nbgrader autograde``
-  gives its kernel (``NBGRADER_EXECUTION=autograde``, ``MPLBACKEND=agg`` as
-  :mod:`attn_course.nbgrader_runner` sets): the figure the budget ratio uses.
+- **autograde (nbclient)**: the same notebook as the kernel runs it under ``attn-course
+  grade``: the environment ``nbgrader autograde`` gives its kernel
+  (``NBGRADER_EXECUTION=autograde``, ``MPLBACKEND=agg`` as :mod:`attn_course.nbgrader_runner`
+  sets), and without its hidden test cells, which the grader judges in its own process (their
+  cost is in the class benchmark's per-job times): the figure the budget ratio uses.
 - **nbgrader autograde**: the real command on the worked solution handed in as one
   submission of a scratch course (nbgrader's own start-up, gradebook and file work included).
 - **floor**: a one-cell notebook ``import torch`` through nbclient, same kernel spec and
@@ -250,12 +252,25 @@ def run_student(root: Path, a: Assignment, quick: bool) -> dict:
 
 
 def run_autograde_nbclient(root: Path, a: Assignment) -> dict:
-    """As nbgrader executes it: demos shrunk, reader-only cells skipped."""
+    """What the kernel runs under ``attn-course grade``: demos shrunk, reader-only cells
+    skipped, and no hidden test cell (those are judged in the grading process, not in the
+    kernel: :mod:`attn_course.judge`)."""
+    import nbformat
+
+    from attn_course import notebooks
     from attn_course.notebooks import READER_ONLY
 
     nb_path = a.source_notebook(root)
-    return measure_once({"kind": "nbclient", "notebook": str(nb_path),
-                         "cwd": str(nb_path.parent), "skip_tag": READER_ONLY}, autograde_env())
+    nb = notebooks.read(nb_path)
+    for cell in nb.cells:
+        if notebooks.is_graded(cell) and not notebooks.is_solution(cell):
+            cell.metadata.setdefault("tags", []).append(READER_ONLY)
+    with tempfile.TemporaryDirectory(prefix="attn-bench-") as tmp:
+        copy = Path(tmp) / nb_path.name
+        nbformat.write(nb, str(copy))
+        return measure_once({"kind": "nbclient", "notebook": str(copy),
+                             "cwd": str(nb_path.parent), "skip_tag": READER_ONLY},
+                            autograde_env())
 
 
 def run_floor(root: Path) -> dict:
@@ -391,7 +406,9 @@ def markdown(data: dict) -> str:
         f"≤ {b['student_seconds']:g} s and ≤ {b['student_bytes'] / 1e9:g} GB "
         f"({_mib(b['student_bytes'])} MiB). *Autograde*: the "
         "same notebook with `NBGRADER_EXECUTION=autograde` (demos shrink) and `MPLBACKEND=agg`, "
-        f"as `nbgrader autograde` runs it; budget ≤ {b['autograde_ratio']:g}× the floor. "
+        "as the kernel runs it under `attn-course grade` (without the hidden test cells, which "
+        "are judged in the grading process); budget "
+        f"≤ {b['autograde_ratio']:g}× the floor. "
         "*nbgrader autograde*: the real command grading the worked solution as one submission "
         "in a scratch course, timed from the command's start to its exit (nbgrader's own "
         "start-up and gradebook work included; for reference, not the budget; full runs "
