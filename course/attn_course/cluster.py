@@ -604,8 +604,11 @@ class Coordinator:
                 "command again to retry it")), {}, {}
         except Exception as exc:
             if future.status == "cancelled":
-                raise ClusterError(f"the cluster cancelled {job.student}/{job.assignment} "
-                                   f"({exc!r}): is the scheduler still running?") from exc
+                raise ClusterError(
+                    f"lost the cluster while {job.student}/{job.assignment} was being graded "
+                    f"({exc!r}): is the scheduler at {self.client.scheduler.address} still "
+                    "running? Every grade merged so far stays; run the command again for the "
+                    "rest") from exc
             return _crashed(job, expected, (
                 f"grading failed on the cluster: {exc}; not recorded as graded: run the "
                 "command again to retry it")), {}, {}
@@ -632,10 +635,11 @@ def grade(root: Path, assignment_ids: list[str], cluster: str, *,
     """Like :func:`attn_course.grading.grade`, with the jobs run by the Dask cluster whose
     scheduler is at ``cluster`` (``tcp://host:8786``, or a scheduler file's path).
     ``stats``, when given, receives the run's timings (``prepare_s``: from the start to the
-    first job sent; ``grade_s``: from then to the last result merged) and ``jobs``."""
+    first job sent; ``grade_s``: from then to the last result merged; ``merge_s``: merging
+    results into the course, in all) and ``jobs``."""
     started = time.perf_counter()
     stats = {} if stats is None else stats
-    stats.update(jobs=0, prepare_s=0.0, grade_s=0.0)
+    stats.update(jobs=0, prepare_s=0.0, grade_s=0.0, merge_s=0.0)
     from distributed import Client, as_completed
     from tqdm.auto import tqdm
 
@@ -687,9 +691,11 @@ def _run(client, root, ids, jobs, manifest, *, limits, progress, log, sandboxed,
     suspects: dict[tuple[str, str], grading._Job] = {}
 
     def accept(job, result, graded) -> None:
+        t = time.perf_counter()
         grading._merge(root, result, graded, expected[job.assignment], db)
         manifest[f"{job.assignment}/{job.student}"] = asdict(result)
         grading._save_manifest(root, manifest)
+        stats["merge_s"] += time.perf_counter() - t
 
     def say(job, result) -> None:
         if result.status != "ok" or result.flags:
