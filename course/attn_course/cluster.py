@@ -274,9 +274,12 @@ class _Sessions:
         self.lock = threading.Lock()
         self.open: dict[str, _Hosted] = {}
         self.reaper: threading.Thread | None = None
+        self.stopped: list[str] = []  # runs whose coordinator was stopped
 
-    def acquire(self, bundle: dict, threads: int) -> _Hosted:
+    def acquire(self, bundle: dict, threads: int, run: str = "") -> _Hosted:
         with self.lock:
+            if run and run in self.stopped:
+                raise RuntimeError("grading was stopped by the coordinator")
             hosted = self.open.get(bundle["key"])
             if hosted is None or hosted.closing:
                 hosted = self.open[bundle["key"]] = _Hosted(bundle, threads)
@@ -322,10 +325,14 @@ class _Sessions:
             with self.lock:
                 self._evict()
 
-    def stop(self, key: str) -> int:
-        """Kill the jobs running in this course's session (the coordinator was stopped),
-        and close it once its tasks are gone. Returns how many jobs were running."""
+    def stop(self, key: str, run: str) -> int:
+        """Kill the jobs running in this course's session (the coordinator of ``run`` was
+        stopped), and close it once its tasks are gone; the run's tasks that start later
+        (cancelled, but already handed to this worker) are refused. Returns how many jobs
+        were running."""
         with self.lock:
+            self.stopped.append(run)
+            del self.stopped[:-100]
             hosted = self.open.pop(key, None)
             if hosted is None:
                 return 0
@@ -411,7 +418,7 @@ def grade_submission(bundle: dict, payload: dict) -> dict:
             f"{payload['student']}/{payload['assignment']}: it has another version of the "
             f"course ({problem}); install the same course on every worker")
     _close_with_worker()
-    hosted = _SESSIONS.acquire(bundle, _threads())
+    hosted = _SESSIONS.acquire(bundle, _threads(), payload.get("run", ""))
     session = hosted.session
     incoming = Path(tempfile.mkdtemp(prefix="attn-job-"))
     course = None
@@ -443,8 +450,8 @@ def grade_submission(bundle: dict, payload: dict) -> dict:
         _SESSIONS.release(hosted)
 
 
-def stop_sessions(key: str) -> int:
-    return _SESSIONS.stop(key)
+def stop_sessions(key: str, run: str) -> int:
+    return _SESSIONS.stop(key, run)
 
 
 def passthrough(value):
@@ -467,10 +474,10 @@ def _remote(name: str) -> Callable:
 # --------------------------------------------------------------------------- the coordinator
 
 
-def _payload(job: grading._Job) -> dict:
+def _payload(job: grading._Job, run: str) -> dict:
     # Links are left out: their targets are the coordinator's files, not the student's.
     return {"student": job.student, "assignment": job.assignment, "digest": job.digest,
-            "files": _files_under(job.folder, "")}
+            "run": run, "files": _files_under(job.folder, "")}
 
 
 def _crashed(job: grading._Job, expected, reason: str) -> grading.Result:
@@ -587,7 +594,8 @@ class Coordinator:
         key = f"attn-grade-{job.assignment}-{job.student}-{self.run_id}{attempt}"
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*large graph.*")
-            return self.client.submit(_remote("grade_submission"), self.bundle, _payload(job),
+            return self.client.submit(_remote("grade_submission"), self.bundle,
+                                      _payload(job, self.run_id),
                                       key=key, pure=False, retries=RETRIES)
 
     def outcome(self, job: grading._Job, future, expected) -> tuple[grading.Result, dict, dict]:
@@ -622,7 +630,8 @@ class Coordinator:
             pass
         if self.bundle_key:
             t = threading.Thread(target=lambda: self.client.run(
-                _remote("stop_sessions"), self.bundle_key, on_error="ignore"), daemon=True)
+                _remote("stop_sessions"), self.bundle_key, self.run_id, on_error="ignore"),
+                daemon=True)
             t.start()
             t.join(15)
 
