@@ -281,8 +281,11 @@ class FileGuard:
 
 
 def tree_digest(root: Path) -> str:
+    """A hash of the files under ``root``, byte code left out (any process may rewrite it)."""
     h = hashlib.sha256()
     for p in _files(root):
+        if "__pycache__" in p.parts or p.suffix == ".pyc":
+            continue
         h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
 
