@@ -231,7 +231,7 @@ def test_a_sandboxed_kernel_sees_its_folder_and_nothing_of_the_grader(boxed, tmp
     kernel = _boxed_kernel(boxed, tmp_path)
     try:
         out, error = kernel.run(
-            "import os, sys, socket\n"
+            "import os, sys, socket, resource\n"
             "warm = 'torch' in sys.modules\n"
             "import attn_utils\n"
             "try:\n"
@@ -242,10 +242,12 @@ def test_a_sandboxed_kernel_sees_its_folder_and_nothing_of_the_grader(boxed, tmp
             f"net = 'refused' if s.connect_ex(('127.0.0.1', {port})) else 'open'\n"
             f"print(warm, grader, net, os.path.exists({str(root / 'source')!r}), "
             f"os.path.exists({str(tmp_path / 'c')!r}), 'INSTRUCTOR_TOKEN' in os.environ, "
-            "os.getcwd(), os.getpid() < 100, os.getuid())")
+            "os.getcwd(), os.getpid() < 100, os.getuid(), "
+            "resource.getrlimit(resource.RLIMIT_NPROC)[0])")
         assert error == ""
         work = Path(boxed.kernel_folder) / "work"
-        assert out == f"True hidden refused False False False {work} True {sandbox.SANDBOX_UID}"
+        assert out == (f"True hidden refused False False False {work} True {sandbox.SANDBOX_UID} "
+                       f"{sandbox.MAX_PROCESSES}")
     finally:
         kernel.stop()
         listener.close()

@@ -45,6 +45,10 @@ _ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 #: The uid the student's code has inside (never 0: a uid-0 process regains capabilities in
 #: its user namespace when it runs a program).
 SANDBOX_UID = 1000
+#: Processes and threads a slot may hold at once: its cgroup's ``pids.max`` and, for a
+#: grader that is not root (root is exempt from it), the kernels' ``RLIMIT_NPROC``, which
+#: counts per user namespace.
+MAX_PROCESSES = 512
 
 
 class SandboxUnavailable(RuntimeError):
@@ -187,7 +191,7 @@ class SlotCgroups:
     are both used when writable; :attr:`controllers` says which took. Processes join with
     :meth:`join` (from inside the process, before it execs or forks anything)."""
 
-    def __init__(self, name: str, pids: int = 512, memory: int | None = None):
+    def __init__(self, name: str, pids: int = MAX_PROCESSES, memory: int | None = None):
         self.name = name
         self.dirs: list[Path] = []
         self.controllers: list[str] = []

@@ -139,7 +139,7 @@ def _kill_everything_else() -> None:
                 pass
 
 
-def _serve(fd: int, mark: str, allow: list[str] | None) -> None:
+def _serve(fd: int, mark: str, allow: list[str] | None, nproc: int | None = None) -> None:
     import importlib
     import random
     import resource
@@ -152,6 +152,8 @@ def _serve(fd: int, mark: str, allow: list[str] | None) -> None:
     sandboxed = os.getpid() == 1
     if sandboxed:
         _set_dumpable(False)
+    if nproc:  # a fork bomb stays in its slot even where there are no cgroups
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     # Python's own path entries, without the folder of this script and the server's
     # PYTHONPATH: each kernel puts its job's PYTHONPATH in front of them.
     ours = {os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
@@ -482,6 +484,9 @@ class KernelSlot:
             command = [sys.executable, self.script, "serve", "--fd", str(listener.fileno()),
                        "--mark", self.mark, "--allow", json.dumps(self.allow)]
             if self.sandbox is not None:
+                from .sandbox import MAX_PROCESSES
+
+                command += ["--nproc", str(MAX_PROCESSES)]
                 command = self.sandbox.argv(command, self.env, pid1=True)
             self.proc = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env,
@@ -530,7 +535,8 @@ def _serve_main(args: list[str]) -> None:
     fd = int(args[args.index("--fd") + 1])
     mark = args[args.index("--mark") + 1] if "--mark" in args else ""
     allow = json.loads(args[args.index("--allow") + 1]) if "--allow" in args else None
-    _serve(fd, mark, allow)
+    nproc = int(args[args.index("--nproc") + 1]) if "--nproc" in args else None
+    _serve(fd, mark, allow, nproc)
 
 
 if __name__ == "__main__":
