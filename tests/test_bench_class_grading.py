@@ -62,3 +62,11 @@ def test_smoke_run_grades_identically_and_reports_a_ratio(root, tmp_path):
     assert md.startswith("## Grading a class")
     assert "identical" in md and f"{data['speedup']:.2f}x" in md
     assert f"**{data['parallel_ceiling'][0]:.2f}x** before" in md
+
+
+def test_the_cross_over_is_read_from_the_late_submission_rows():
+    faster = [{"submissions": 1, "ratio": 1.3}, {"submissions": 2, "ratio": 2.5}]
+    assert "none to wait for: from 1 submission on" in cg._cross_over(faster)
+    slower = [{"submissions": 1, "ratio": 0.8}, {"submissions": 2, "ratio": 1.1}]
+    words = cg._cross_over(slower)
+    assert "plain nbgrader is faster for 1 late" in words and "faster beyond 1" in words

@@ -458,7 +458,7 @@ def markdown(data: dict) -> str:
         ]
         out += [f"| {r['submissions']} | {r['plain_s']:.1f} | {r['ours_s']:.1f} | "
                 f"{r['ratio']:.2f} |" for r in data["regrades"]]
-        out.append("")
+        out += ["", _cross_over(data["regrades"]), ""]
     if "flagged" in data:
         out += [f"Flags on this class of honest students: **{len(data['flagged'])}**"
                 + (":" if data["flagged"] else "."), ""]
@@ -480,3 +480,16 @@ def markdown(data: dict) -> str:
         if len(data["differences"]) > 50:
             out.append(f"- ... and {len(data['differences']) - 50} more (results.json)")
     return "\n".join(out) + "\n"
+
+
+def _cross_over(regrades: list[dict]) -> str:
+    """Where ours starts to beat plain nbgrader, in words, from the late-submission rows."""
+    slower = [r["submissions"] for r in regrades if r["ratio"] < 1]
+    if not slower:
+        return (f"**Cross-over:** none to wait for: from {regrades[0]['submissions']} "
+                "submission on, `attn-course grade` (sandboxed, set-up included) is at least as "
+                "fast as plain nbgrader, and the gap widens with the class (table above).")
+    return (f"**Cross-over:** plain nbgrader is faster for {', '.join(map(str, slower))} "
+            "late submission(s); `attn-course grade` is faster beyond "
+            f"{max(slower)} (and for the whole class, table above).")
+
