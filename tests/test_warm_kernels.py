@@ -287,3 +287,21 @@ def test_a_sandboxed_kernel_is_interrupted_and_its_slot_reset_kills_what_it_left
     while sleepers() and time.monotonic() < end:
         time.sleep(0.05)
     assert not sleepers()  # ...but not the reset
+
+
+def test_a_sandboxed_kernel_started_cold_keeps_the_sandbox_and_its_process_cap(boxed, tmp_path):
+    warm_kernels.stop_server(boxed.proc)  # the server is gone: the next kernel starts cold
+    kernel = _boxed_kernel(boxed, tmp_path)
+    try:
+        out, error = kernel.run(
+            "import os, sys, resource\n"
+            "try:\n"
+            "    import attn_grader; grader = 'visible'\n"
+            "except ImportError:\n"
+            "    grader = 'hidden'\n"
+            "print('torch' in sys.modules, grader, os.getuid(), "
+            "resource.getrlimit(resource.RLIMIT_NPROC)[0])")
+        assert error == ""
+        assert out == f"False hidden {sandbox.SANDBOX_UID} {sandbox.MAX_PROCESSES}"
+    finally:
+        kernel.stop()

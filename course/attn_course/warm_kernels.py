@@ -339,6 +339,11 @@ def _cold(spec: dict, argv: list[str], why: str) -> None:
     prefix = spec.get("cold")
     if not prefix:
         os.execv(sys.executable, command)
+    if spec.get("nproc"):  # the cap the warm server would have set (see _serve)
+        command[1:3] = ["-c", "import resource, runpy; "
+                        f"resource.setrlimit(resource.RLIMIT_NPROC, ({spec['nproc']:d},) * 2); "
+                        "runpy.run_module('ipykernel_launcher', run_name='__main__', "
+                        "alter_sys=True)"]
     # the sandbox's init is PID 1: no parent poller (the client kills the sandbox instead)
     command.append("--IPKernelApp.parent_handle=1")
     env = _allowed({**os.environ, **spec.get("env", {})}, spec.get("allow"))
@@ -498,12 +503,15 @@ class KernelSlot:
     def write_spec(self, kernel_env: dict[str, str], cwd: str | None = None) -> None:
         """What the next kernel of this slot gets: extra environment (its home, IPython
         folder...) and its working folder."""
-        cold = None
+        cold, nproc = None, None
         if self.sandbox is not None:
+            from .sandbox import MAX_PROCESSES
+
             full = self.sandbox.argv(["true"], {}, chdir=None)
-            cold = full[:full.index("--chdir")]
+            cold, nproc = full[:full.index("--chdir")], MAX_PROCESSES
         with open(self.spec_path, "w", encoding="utf-8") as f:
             json.dump({"socket": self.socket_path if self.proc else None, "cold": cold,
+                       "nproc": nproc,
                        "allow": self.allow, "env": kernel_env, "cwd": cwd,
                        "cgroups": self.cgroups.procs_files if self.cgroups else []}, f)
 
