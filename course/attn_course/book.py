@@ -64,10 +64,6 @@ def executed(a: Assignment, root: Path, *, quick: bool = False,
 
 # -- from a worked solution to a page ---------------------------------------------------------
 
-def _is_hidden_test_cell(cell) -> bool:
-    return notebooks.is_graded(cell) and not notebooks.is_solution(cell)
-
-
 def page_notebook(nb: NotebookNode, a: Assignment) -> NotebookNode:
     """The page version of an executed worked solution: hidden-test cells (and their score
     outputs) removed, solution markers and nbgrader metadata stripped, network-only outputs
@@ -75,7 +71,7 @@ def page_notebook(nb: NotebookNode, a: Assignment) -> NotebookNode:
     nb = copy.deepcopy(nb)
     cells = []
     for cell in nb.cells:
-        if _is_hidden_test_cell(cell):
+        if notebooks.is_hidden_test(cell):
             continue
         source, hidden = HIDDEN_REGION.subn("", cell.source)
         if cell.cell_type == "code":

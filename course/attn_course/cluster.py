@@ -89,18 +89,6 @@ NOT_GRADING = ("benchmarks", "authoring.py", "book.py", "cli.py", "collect.py", 
                "validation.py")
 
 
-def _source_digest(folder: Path, leave_out: tuple[str, ...] = ()) -> str:
-    """The package's files, not its byte code (which differs from machine to machine)."""
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder)
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo") \
-                and rel.parts[0] not in leave_out:
-            h.update(rel.as_posix().encode() + b"\0")
-            h.update(p.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 def _package(name: str) -> Path:
     return Path(importlib.util.find_spec(name).origin).parent  # (without importing it)
 
@@ -112,9 +100,9 @@ def versions() -> dict[str, str]:
     nbgrader's version, and Python's."""
     return {
         "course": importlib.metadata.version("attention-course"),
-        "attn_course": _source_digest(_package("attn_course"), NOT_GRADING),
-        "attn_grader": _source_digest(_package("attn_grader")),
-        "attn_utils": _source_digest(_package("attn_utils")),
+        "attn_course": integrity.tree_digest(_package("attn_course"), NOT_GRADING),
+        "attn_grader": integrity.tree_digest(_package("attn_grader")),
+        "attn_utils": integrity.tree_digest(_package("attn_utils")),
         "nbgrader": importlib.metadata.version("nbgrader"),
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
     }
@@ -215,13 +203,9 @@ class _Hosted:
         (folder / "owner.json").write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
         try:
             root = folder / "course"
+            # (the trivial cases' key is the grading package's digest: the version check
+            # found it the same here, so the coordinator's cache is this worker's)
             _write_files(root, bundle["files"])
-            # The trivial cases are keyed by the grading package's digest as this machine
-            # computes it (byte code included): the sources were just found identical.
-            trivial = root / _TRIVIAL
-            cache = json.loads(trivial.read_text(encoding="utf-8"))
-            cache["digest"] = integrity.tree_digest(_package("attn_grader"))
-            trivial.write_text(json.dumps(cache), encoding="utf-8")
             grading._alembic_on_path()
             session = grading.Session(
                 root, bundle["assignments"], workers=threads,
@@ -708,8 +692,7 @@ def _run(client, root, ids, jobs, manifest, *, limits, progress, log, sandboxed,
 
     def say(job, result) -> None:
         if result.status != "ok" or result.flags:
-            bar.write(f"{job.student}/{job.assignment}: {result.status}: "
-                      + "; ".join(filter(None, [result.reason, *result.flags])))
+            bar.write(grading._problem_line(job, result))
 
     stats["jobs"] = len(jobs)
     stats["prepare_s"] = time.perf_counter() - started
@@ -747,12 +730,9 @@ def _run(client, root, ids, jobs, manifest, *, limits, progress, log, sandboxed,
             result, graded, info = coordinator.outcome(job, fut, expected[job.assignment])
             futures.pop(fut)
             if info.get("changes"):
-                shown = ", ".join(info["changes"][:5])
-                result.flags.append(f"changed files outside its submission (restored): {shown}"
-                                    + (" ..." if len(info["changes"]) > 5 else ""))
+                result.flags.append(grading._changed_flag(info["changes"]))
             accept(job, result, graded)
-            bar.write(f"regraded alone: {job.student}/{job.assignment}: {result.score:g}"
-                      + ("; FLAGGED: " + "; ".join(result.flags) if result.flags else ""))
+            bar.write(grading._regraded_line(job, result))
     except BaseException:
         coordinator.stop(futures)
         raise

@@ -609,6 +609,24 @@ def _guard_for(root: Path, work: Path, sandboxed: bool) -> integrity.FileGuard:
     return g
 
 
+def _problem_line(job: _Job, result: Result) -> str:
+    """What the progress output says of a result that is not a clean ok."""
+    return (f"{job.student}/{job.assignment}: {result.status}: "
+            + "; ".join(filter(None, [result.reason, *result.flags])))
+
+
+def _regraded_line(job: _Job, result: Result) -> str:
+    return (f"regraded alone: {job.student}/{job.assignment}: {result.score:g}"
+            + ("; FLAGGED: " + "; ".join(result.flags) if result.flags else ""))
+
+
+def _changed_flag(changes: list) -> str:
+    """The flag of a submission graded alone while files every grade depends on changed."""
+    shown = ", ".join(str(c) for c in changes[:5])
+    return (f"changed files outside its submission (restored): {shown}"
+            + (" ..." if len(changes) > 5 else ""))
+
+
 def _failed(job: _Job, expected, exc: BaseException) -> Result:
     return Result(job.student, job.assignment, "crashed", f"grading failed: {exc!r}", 0.0,
                   float(sum(expected.values())),
@@ -802,8 +820,7 @@ class Session:
                 if result.status == "limit" and not self.isolated and len(self.slots) > 1:
                     suspects.setdefault((job.assignment, job.student), job)
                 if result.status != "ok" or result.flags:
-                    bar.write(f"{job.student}/{job.assignment}: {result.status}: "
-                              + "; ".join(filter(None, [result.reason, *result.flags])))
+                    bar.write(_problem_line(job, result))
                 bar.update(1)
             for _, job in sorted(suspects.items(), key=lambda kv: kv[0]):  # one at a time
                 try:
@@ -814,12 +831,9 @@ class Session:
                 changes = files.changes()
                 if changes:
                     files.restore(changes, aside=root / SET_ASIDE)
-                    shown = ", ".join(str(c) for c in changes[:5])
-                    result.flags.append(f"changed files outside its submission (restored): "
-                                        f"{shown}" + (" ..." if len(changes) > 5 else ""))
+                    result.flags.append(_changed_flag(changes))
                 done(job, result, course)
-                bar.write(f"regraded alone: {job.student}/{job.assignment}: {result.score:g}"
-                          + ("; FLAGGED: " + "; ".join(result.flags) if result.flags else ""))
+                bar.write(_regraded_line(job, result))
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             runner.kill_all()

@@ -280,13 +280,15 @@ class FileGuard:
                 target.write_bytes(data)
 
 
-def tree_digest(root: Path) -> str:
-    """A hash of the files under ``root``, byte code left out (any process may rewrite it)."""
+def tree_digest(root: Path, leave_out: tuple[str, ...] = ()) -> str:
+    """A hash of the files under ``root``, byte code left out (any process may rewrite it,
+    and it differs from machine to machine), and the top-level entries ``leave_out``."""
     h = hashlib.sha256()
     for p in _files(root):
-        if "__pycache__" in p.parts or p.suffix == ".pyc":
+        rel = p.relative_to(root)
+        if "__pycache__" in p.parts or p.suffix in (".pyc", ".pyo") or rel.parts[0] in leave_out:
             continue
-        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+        h.update(str(rel).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
 
 

@@ -30,6 +30,7 @@ import os
 import re
 import threading
 
+from attn_course import notebooks
 from attn_course.grading_job import CheckpointExecute
 from attn_course.verdict import RECORD_ENV, TRIVIAL_ENV
 
@@ -80,9 +81,7 @@ def test_calls(source: str) -> list[TestCall] | None:
 
 
 def _is_test_cell(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get(
-        "solution")
+    return cell.get("cell_type") == "code" and notebooks.is_hidden_test(cell)
 
 
 def _label(cell, index: int) -> str:

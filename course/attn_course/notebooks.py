@@ -34,6 +34,11 @@ def is_graded(cell) -> bool:
     return bool(nbgrader_meta(cell).get("grade"))
 
 
+def is_hidden_test(cell) -> bool:
+    """A cell nbgrader scores by running it (graded, not an answer): the hidden tests."""
+    return is_graded(cell) and not is_solution(cell)
+
+
 def graded_cells(nb: NotebookNode) -> dict[str, float]:
     """{grade_id: points} of the notebook's graded (hidden test) cells."""
     return {grade_id(c): float(nbgrader_meta(c)["points"]) for c in nb.cells if is_graded(c)}

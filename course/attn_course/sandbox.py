@@ -97,6 +97,7 @@ class Sandbox:
     slot: Path
     readonly: list[Path] = field(default_factory=list)  # more folders to show, read-only
     bwrap: str = field(default_factory=lambda: find_bwrap() or "bwrap")
+    max_processes: int = MAX_PROCESSES  # RLIMIT_NPROC of its kernels (set by warm_kernels)
 
     def hidden_packages(self) -> list[Path]:
         """The grading and instructor packages, wherever they are installed: hidden even

@@ -63,8 +63,8 @@ def _visible_tests(path: Path) -> dict[str, list[tuple[str, str, dict]]]:
                 if cell.cell_type != "code" or notebooks.READER_ONLY in cell.get(
                         "metadata", {}).get("tags", []):
                     continue
-                if notebooks.is_graded(cell) and not notebooks.is_solution(cell):
-                    continue  # a hidden test
+                if notebooks.is_hidden_test(cell):
+                    continue
                 code = "\n".join(line for line in cell.source.splitlines()
                                  if not line.lstrip().startswith(("%", "!")))
                 if gid.startswith("visible_tests"):

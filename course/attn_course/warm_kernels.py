@@ -489,9 +489,7 @@ class KernelSlot:
             command = [sys.executable, self.script, "serve", "--fd", str(listener.fileno()),
                        "--mark", self.mark, "--allow", json.dumps(self.allow)]
             if self.sandbox is not None:
-                from .sandbox import MAX_PROCESSES
-
-                command += ["--nproc", str(MAX_PROCESSES)]
+                command += ["--nproc", str(self.sandbox.max_processes)]
                 command = self.sandbox.argv(command, self.env, pid1=True)
             self.proc = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.env,
@@ -505,10 +503,8 @@ class KernelSlot:
         folder...) and its working folder."""
         cold, nproc = None, None
         if self.sandbox is not None:
-            from .sandbox import MAX_PROCESSES
-
             full = self.sandbox.argv(["true"], {}, chdir=None)
-            cold, nproc = full[:full.index("--chdir")], MAX_PROCESSES
+            cold, nproc = full[:full.index("--chdir")], self.sandbox.max_processes
         with open(self.spec_path, "w", encoding="utf-8") as f:
             json.dump({"socket": self.socket_path if self.proc else None, "cold": cold,
                        "nproc": nproc,

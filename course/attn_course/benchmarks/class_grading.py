@@ -243,16 +243,26 @@ def _env_int(name: str) -> int | None:
     return int(value) if value else None
 
 
+def _env_list(name: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
+
+
+def chosen_class(smoke: bool, students: int | None, assignment_ids: list[str] | None,
+                 full_students: int, smoke_students: int) -> tuple[int, list[str]]:
+    """The class to grade: the arguments, else ``ATTN_BENCH_STUDENTS`` and
+    ``ATTN_BENCH_ASSIGNMENTS``, else the defaults (one assignment in a smoke run)."""
+    n = students or _env_int("ATTN_BENCH_STUDENTS") or (smoke_students if smoke
+                                                        else full_students)
+    ids = assignment_ids or _env_list("ATTN_BENCH_ASSIGNMENTS") or (
+        [SMOKE_ASSIGNMENT] if smoke else [a.id for a in assignments()])
+    return n, ids
+
+
 def measure(root: Path, smoke: bool, log: Callable[[str], None] = print, *,
             students: int | None = None, assignment_ids: list[str] | None = None,
             workers: int | None = None, work: Path | None = None) -> dict:
     root = Path(root).resolve()
-    n = students or _env_int("ATTN_BENCH_STUDENTS") or (SMOKE_STUDENTS if smoke
-                                                        else FULL_STUDENTS)
-    env_ids = [i.strip() for i in os.environ.get("ATTN_BENCH_ASSIGNMENTS", "").split(",")
-               if i.strip()]
-    ids = assignment_ids or env_ids or ([SMOKE_ASSIGNMENT] if smoke
-                                        else [a.id for a in assignments()])
+    n, ids = chosen_class(smoke, students, assignment_ids, FULL_STUDENTS, SMOKE_STUDENTS)
     selected = [assignment(i) for i in ids]
     workers = workers or _env_int("ATTN_BENCH_WORKERS") or os.cpu_count() or 1
     work = Path(work) if work else root / "build" / "bench" / "class-grading"

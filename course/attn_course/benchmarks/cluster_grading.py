@@ -24,7 +24,7 @@ from pathlib import Path
 
 from attn_course import cluster, nbgrader_runner
 from attn_course.benchmarks import class_grading as cg
-from attn_course.manifest import assignment, assignments
+from attn_course.manifest import assignment
 
 FULL_STUDENTS = 10
 SMOKE_STUDENTS = 4
@@ -32,10 +32,6 @@ FULL_WORKERS = (1, 2, 4)
 SMOKE_WORKERS = (1, 2)
 #: the large course of the docs' arithmetic
 LARGE_STUDENTS, LARGE_NOTEBOOKS = 2000, 7
-
-
-def _ints(name: str) -> list[int]:
-    return [int(v) for v in os.environ.get(name, "").split(",") if v.strip()]
 
 
 def _grades(results) -> dict[str, tuple]:
@@ -49,13 +45,8 @@ def measure(root: Path, smoke: bool, log: Callable[[str], None] = print, *,
     from distributed import Client
 
     root = Path(root).resolve()
-    n = students or cg._env_int("ATTN_BENCH_STUDENTS") or (SMOKE_STUDENTS if smoke
-                                                           else FULL_STUDENTS)
-    env_ids = [i.strip() for i in os.environ.get("ATTN_BENCH_ASSIGNMENTS", "").split(",")
-               if i.strip()]
-    ids = assignment_ids or env_ids or ([cg.SMOKE_ASSIGNMENT] if smoke
-                                        else [a.id for a in assignments()])
-    counts = worker_counts or _ints("ATTN_BENCH_CLUSTER_WORKERS") or list(
+    n, ids = cg.chosen_class(smoke, students, assignment_ids, FULL_STUDENTS, SMOKE_STUDENTS)
+    counts = worker_counts or [int(v) for v in cg._env_list("ATTN_BENCH_CLUSTER_WORKERS")] or list(
         SMOKE_WORKERS if smoke else FULL_WORKERS)
     work = Path(work) if work else root / "build" / "bench" / "cluster-grading"
     total = n * len(ids)

@@ -263,7 +263,7 @@ def run_autograde_nbclient(root: Path, a: Assignment) -> dict:
     nb_path = a.source_notebook(root)
     nb = notebooks.read(nb_path)
     for cell in nb.cells:
-        if notebooks.is_graded(cell) and not notebooks.is_solution(cell):
+        if notebooks.is_hidden_test(cell):
             cell.metadata.setdefault("tags", []).append(READER_ONLY)
     with tempfile.TemporaryDirectory(prefix="attn-bench-") as tmp:
         copy = Path(tmp) / nb_path.name
